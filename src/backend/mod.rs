@@ -1,0 +1,173 @@
+//! Backends: where secrets come from. A backend turns SecretProviderClass
+//! parameters into a [`Plan`] (offline: the files it will return, their
+//! modes, and a secret-free description of each object) and later fetches
+//! the contents with the pod's identity.
+//!
+//! `mount` and `server` only ever see this module's types, so a new backend
+//! plugs in without touching them.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::mount::request::{NodePublishSecrets, Parameters, PodInfo, ServiceAccountTokens};
+use crate::secret::SecretBytes;
+
+#[cfg(feature = "vault")]
+pub mod vault;
+
+/// How a backend failure maps onto the driver's world (gRPC codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The SecretProviderClass or request is wrong.
+    InvalidArgument,
+    /// Something outside coffer must change first (e.g. CSIDriver tokenRequests).
+    FailedPrecondition,
+    /// The backend did not accept the pod's identity.
+    Unauthenticated,
+    /// The identity is known but not allowed.
+    PermissionDenied,
+    /// The secret or key does not exist.
+    NotFound,
+    /// The backend could not be reached or is not serving (worth a retry).
+    Unavailable,
+    /// The backend did not answer in time.
+    DeadlineExceeded,
+    /// The backend answered something coffer cannot use.
+    Internal,
+}
+
+/// Implemented by every backend's own error enum.
+pub trait BackendError: std::error::Error + Send + Sync + 'static {
+    fn kind(&self) -> ErrorKind;
+}
+
+/// A backend error, type-erased so `mount` stays backend-agnostic.
+pub struct Error(Box<dyn BackendError>);
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind()
+    }
+}
+
+impl<E: BackendError> From<E> for Error {
+    fn from(e: E) -> Self {
+        Self(Box::new(e))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Which dialect of SecretProviderClass a socket speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `provider: vault` — hashicorp's parameter names.
+    Vault,
+    /// `provider: openbao` — OpenBao's names (`bao*` > `openbao*` > `vault*`).
+    OpenBao,
+    /// `provider: aws`.
+    Aws,
+    /// `provider: coffer` (or any other socket name): the SPC's `backend` parameter decides.
+    Coffer,
+}
+
+impl Dialect {
+    /// The dialect a socket name implies.
+    pub fn for_provider(name: &str) -> Self {
+        match name {
+            "vault" => Dialect::Vault,
+            "openbao" => Dialect::OpenBao,
+            "aws" => Dialect::Aws,
+            _ => Dialect::Coffer,
+        }
+    }
+}
+
+/// One file a plan will return.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedFile {
+    /// The object's name: the `ObjectVersion.id` and what error messages name.
+    pub object: String,
+    /// The file path inside the volume.
+    pub path: String,
+    /// The file mode, if the object sets one (else the request's permission).
+    pub mode: Option<u32>,
+    /// A secret-free, canonical description of the object (backend, path,
+    /// key, encoding…). It is part of the version HMAC, so a changed object
+    /// definition changes the version even when the content does not.
+    pub config: String,
+}
+
+/// What a backend will do for one mount, decided before any network call.
+pub struct Plan {
+    pub backend: &'static str,
+    pub files: Vec<PlannedFile>,
+    /// Non-fatal findings (unknown keys, deprecated names): logged and shown by `coffer check`.
+    pub warnings: Vec<String>,
+    pub fetch: Box<dyn Fetch>,
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("backend", &self.backend)
+            .field("files", &self.files)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The identity and context a fetch runs with.
+#[derive(Debug)]
+pub struct FetchContext<'a> {
+    pub pod: &'a PodInfo,
+    pub tokens: &'a ServiceAccountTokens,
+    pub secrets: &'a NodePublishSecrets,
+}
+
+/// The network half of a plan.
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// Returns one content per planned file, in the plan's order. Any
+    /// failure fails the whole mount.
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, Error>;
+}
+
+/// A source of secrets.
+pub trait Backend: Send + Sync {
+    /// The name the `backend` parameter uses (`vault`, `aws`).
+    fn name(&self) -> &'static str;
+    /// Reads and validates the parameters. Pure: no network, no clock.
+    fn plan(&self, params: &Parameters, dialect: Dialect) -> Result<Plan, Error>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_name_decides_the_dialect() {
+        assert_eq!(Dialect::for_provider("vault"), Dialect::Vault);
+        assert_eq!(Dialect::for_provider("openbao"), Dialect::OpenBao);
+        assert_eq!(Dialect::for_provider("aws"), Dialect::Aws);
+        assert_eq!(Dialect::for_provider("coffer"), Dialect::Coffer);
+        assert_eq!(Dialect::for_provider("my-coffer"), Dialect::Coffer);
+    }
+}

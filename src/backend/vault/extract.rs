@@ -1,0 +1,212 @@
+//! From a Vault response to file bytes, with hashicorp's output rules.
+
+use base64::Engine;
+use serde_json::Value;
+
+use super::params::{Encoding, Object};
+use crate::gojson;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ExtractError {
+    #[error("the response from {path:?} has no data")]
+    NoData { path: String },
+    #[error("key {key:?} does not exist at {path:?}")]
+    MissingKey { key: String, path: String },
+    #[error("the value of key {key:?} is not valid {encoding}")]
+    Decode { key: String, encoding: &'static str },
+}
+
+/// The bytes of one object's file.
+pub fn extract(object: &Object, response: &Value) -> Result<Vec<u8>, ExtractError> {
+    let Some(key) = object.key.as_deref() else {
+        return Ok(whole_response(response));
+    };
+    let data = match response.get("data") {
+        Some(Value::Object(map)) => map,
+        _ => {
+            return Err(ExtractError::NoData {
+                path: object.path.clone(),
+            });
+        }
+    };
+    // KV v2 answers {data: {data: {...}, metadata: {...}}}: use the inner map.
+    let map = match data.get("data") {
+        Some(Value::Object(inner)) => inner,
+        _ => data,
+    };
+    let value = map.get(key).ok_or_else(|| ExtractError::MissingKey {
+        key: key.to_owned(),
+        path: object.path.clone(),
+    })?;
+    let raw = match value {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => gojson::to_vec(other),
+    };
+    let decode_err = |encoding| ExtractError::Decode {
+        key: key.to_owned(),
+        encoding,
+    };
+    match object.encoding {
+        Encoding::Utf8 => Ok(raw),
+        Encoding::Base64 => base64::engine::general_purpose::STANDARD
+            .decode(&raw)
+            .map_err(|_| decode_err("base64")),
+        Encoding::Hex => decode_hex(&raw).ok_or_else(|| decode_err("hex")),
+    }
+}
+
+fn decode_hex(raw: &[u8]) -> Option<Vec<u8>> {
+    if raw.len() % 2 != 0 {
+        return None;
+    }
+    raw.chunks(2)
+        .map(|pair| {
+            let s = std::str::from_utf8(pair).ok()?;
+            u8::from_str_radix(s, 16).ok()
+        })
+        .collect()
+}
+
+/// The whole response in the field order of the Vault Go client's `Secret`.
+fn whole_response(response: &Value) -> Vec<u8> {
+    let field = |name: &str| response.get(name).cloned().unwrap_or(Value::Null);
+    let mut out = String::from("{");
+    let mut push = |name: &str, value: &Value| {
+        if out.len() > 1 {
+            out.push(',');
+        }
+        out.push_str(&gojson::string(name));
+        out.push(':');
+        out.push_str(&String::from_utf8_lossy(&gojson::to_vec(value)));
+    };
+    let or = |v: Value, default: Value| if v.is_null() { default } else { v };
+    push(
+        "request_id",
+        &or(field("request_id"), Value::String(String::new())),
+    );
+    push(
+        "lease_id",
+        &or(field("lease_id"), Value::String(String::new())),
+    );
+    push(
+        "lease_duration",
+        &or(field("lease_duration"), Value::from(0)),
+    );
+    push("renewable", &or(field("renewable"), Value::Bool(false)));
+    push("data", &field("data"));
+    let warnings = match field("warnings") {
+        Value::Array(a) if a.is_empty() => Value::Null,
+        other => other,
+    };
+    push("warnings", &warnings);
+    for optional in ["auth", "wrap_info"] {
+        let v = field(optional);
+        if !v.is_null() {
+            push(optional, &v);
+        }
+    }
+    if let Value::String(s) = field("mount_type")
+        && !s.is_empty()
+    {
+        push("mount_type", &Value::String(s));
+    }
+    out.push('}');
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::vault::params::Method;
+    use serde_json::json;
+
+    fn object(key: Option<&str>, encoding: Encoding) -> Object {
+        Object {
+            name: "o".into(),
+            path: "secret/data/x".into(),
+            query: vec![],
+            key: key.map(str::to_owned),
+            method: Method::Get,
+            args: None,
+            encoding,
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn kv2_inner_data_is_unwrapped_and_strings_are_raw() {
+        let resp = json!({"data": {"data": {"password": "s3cr3t", "n": 10, "j": {"b": "hop", "a": 1}, "arr": [6, "stilton", true]}, "metadata": {"version": 1}}});
+        assert_eq!(
+            extract(&object(Some("password"), Encoding::Utf8), &resp).unwrap(),
+            b"s3cr3t"
+        );
+        assert_eq!(
+            extract(&object(Some("n"), Encoding::Utf8), &resp).unwrap(),
+            b"10"
+        );
+        assert_eq!(
+            extract(&object(Some("j"), Encoding::Utf8), &resp).unwrap(),
+            br#"{"a":1,"b":"hop"}"#
+        );
+        assert_eq!(
+            extract(&object(Some("arr"), Encoding::Utf8), &resp).unwrap(),
+            br#"[6,"stilton",true]"#
+        );
+    }
+
+    #[test]
+    fn kv1_and_string_data_field() {
+        let resp = json!({"data": {"data": "not-a-map", "user": "u"}});
+        assert_eq!(
+            extract(&object(Some("user"), Encoding::Utf8), &resp).unwrap(),
+            b"u"
+        );
+        assert_eq!(
+            extract(&object(Some("data"), Encoding::Utf8), &resp).unwrap(),
+            b"not-a-map"
+        );
+    }
+
+    #[test]
+    fn missing_key_and_empty_data_are_errors_without_values() {
+        let resp = json!({"data": {"data": {"password": "s3cr3t"}}});
+        let err = extract(&object(Some("nope"), Encoding::Utf8), &resp).unwrap_err();
+        assert_eq!(
+            err,
+            ExtractError::MissingKey {
+                key: "nope".into(),
+                path: "secret/data/x".into()
+            }
+        );
+        assert!(matches!(
+            extract(&object(Some("k"), Encoding::Utf8), &json!({"data": null})),
+            Err(ExtractError::NoData { .. })
+        ));
+    }
+
+    #[test]
+    fn encodings_decode_the_value() {
+        let resp = json!({"data": {"b": "aGVsbG8=", "h": "68656c6c6f", "bad": "%%%"}});
+        assert_eq!(
+            extract(&object(Some("b"), Encoding::Base64), &resp).unwrap(),
+            b"hello"
+        );
+        assert_eq!(
+            extract(&object(Some("h"), Encoding::Hex), &resp).unwrap(),
+            b"hello"
+        );
+        let err = extract(&object(Some("bad"), Encoding::Base64), &resp)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("%%%"));
+    }
+
+    #[test]
+    fn whole_response_uses_the_go_field_order() {
+        let resp = json!({"request_id": "r", "lease_id": "", "renewable": false, "lease_duration": 0, "data": {"data": {"a": "<b>"}, "metadata": {"version": 2}}, "wrap_info": null, "warnings": null, "auth": null, "mount_type": "kv"});
+        assert_eq!(
+            String::from_utf8(extract(&object(None, Encoding::Utf8), &resp).unwrap()).unwrap(),
+            r#"{"request_id":"r","lease_id":"","lease_duration":0,"renewable":false,"data":{"data":{"a":"\u003cb\u003e"},"metadata":{"version":2}},"warnings":null,"mount_type":"kv"}"#
+        );
+    }
+}

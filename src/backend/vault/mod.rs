@@ -1,0 +1,630 @@
+//! Vault and OpenBao: log in with the pod's ServiceAccount token
+//! (`auth/<mount>/login`, kubernetes or jwt method), read each object's path,
+//! extract the key. Logins are cached per pod and connection and shared
+//! by concurrent mounts; identical reads within one mount are made once.
+
+pub mod extract;
+pub mod params;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use rustify::endpoint::Endpoint;
+use rustify::enums::{RequestMethod, RequestType, ResponseType};
+use serde_json::Value;
+use vaultrs::api::EndpointMiddleware;
+use vaultrs::client::{Client, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+
+use self::params::{Connection, Defaults, Method, Object, Spc};
+use super::{Backend, BackendError, Dialect, ErrorKind, Fetch, FetchContext, Plan, PlannedFile};
+use crate::metrics::Metrics;
+use crate::mount::request::{self, Parameters};
+use crate::secret::{SecretBytes, Token};
+
+/// Vault backend errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("parameter {name} {reason}")]
+    Param { name: &'static str, reason: String },
+    #[error("object {object:?}: {reason}")]
+    Object { object: String, reason: String },
+    #[error("pod identity")]
+    Identity(#[source] request::Error),
+    #[error("cannot set up a Vault client for {address}: {reason}")]
+    Client { address: String, reason: String },
+    #[error(
+        "login to {address} as {subject} with role {role:?} on auth/{mount} was refused (HTTP {code}): {errors}"
+    )]
+    LoginRefused {
+        address: String,
+        subject: String,
+        role: String,
+        mount: String,
+        code: u16,
+        errors: String,
+    },
+    #[error("login to {address} on auth/{mount}: {reason}")]
+    Login {
+        address: String,
+        mount: String,
+        reason: String,
+        kind: ErrorKind,
+    },
+    #[error("object {object:?}: {method} {path} at {address} failed (HTTP {code}): {errors}")]
+    Read {
+        object: String,
+        method: &'static str,
+        path: String,
+        address: String,
+        code: u16,
+        errors: String,
+    },
+    #[error("object {object:?}: {method} {path} at {address}: {reason}")]
+    Request {
+        object: String,
+        method: &'static str,
+        path: String,
+        address: String,
+        reason: String,
+        kind: ErrorKind,
+    },
+    #[error("object {object:?}")]
+    Extract {
+        object: String,
+        #[source]
+        source: extract::ExtractError,
+    },
+}
+
+impl BackendError for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Param { .. } | Error::Object { .. } => ErrorKind::InvalidArgument,
+            Error::Identity(e) if e.is_precondition() => ErrorKind::FailedPrecondition,
+            Error::Identity(_) => ErrorKind::InvalidArgument,
+            Error::Client { .. } => ErrorKind::InvalidArgument,
+            Error::LoginRefused { .. } => ErrorKind::PermissionDenied,
+            Error::Login { kind, .. } | Error::Request { kind, .. } => *kind,
+            Error::Read { code, .. } => match code {
+                400 => ErrorKind::InvalidArgument,
+                401 => ErrorKind::Unauthenticated,
+                403 => ErrorKind::PermissionDenied,
+                404 => ErrorKind::NotFound,
+                429 | 502..=504 => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            Error::Extract { source, .. } => match source {
+                extract::ExtractError::MissingKey { .. } | extract::ExtractError::NoData { .. } => {
+                    ErrorKind::NotFound
+                }
+                extract::ExtractError::Decode { .. } => ErrorKind::InvalidArgument,
+            },
+        }
+    }
+}
+
+/// Settings of the backend as a whole.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub defaults: Defaults,
+    /// Timeout of one HTTP request to Vault.
+    pub request_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            defaults: Defaults::default(),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The Vault/OpenBao backend.
+pub struct VaultBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    metrics: Arc<Metrics>,
+    clients: Mutex<HashMap<(String, Option<String>), Arc<VaultClient>>>,
+    logins: Mutex<HashMap<LoginKey, Arc<tokio::sync::Mutex<Option<CachedLogin>>>>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LoginKey {
+    pod_uid: String,
+    subject: String,
+    connection: Connection,
+}
+
+struct CachedLogin {
+    token: Token,
+    valid_until: Instant,
+}
+
+impl VaultBackend {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                metrics,
+                clients: Mutex::new(HashMap::new()),
+                logins: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl Backend for VaultBackend {
+    fn name(&self) -> &'static str {
+        "vault"
+    }
+
+    fn plan(&self, params: &Parameters, dialect: Dialect) -> Result<Plan, super::Error> {
+        let spc = params::parse(params, dialect, &self.inner.config.defaults)?;
+        let files = spc
+            .objects
+            .iter()
+            .map(|o| PlannedFile {
+                object: o.name.clone(),
+                path: o.name.clone(),
+                mode: o.mode,
+                config: o.config(),
+            })
+            .collect();
+        Ok(Plan {
+            backend: "vault",
+            files,
+            warnings: spc.warnings.clone(),
+            fetch: Box::new(VaultFetch {
+                inner: self.inner.clone(),
+                spc,
+            }),
+        })
+    }
+}
+
+struct VaultFetch {
+    inner: Arc<Inner>,
+    spc: Spc,
+}
+
+/// One distinct request of a mount.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    method: Method,
+    path: String,
+    query: Vec<(String, String)>,
+    body: Option<String>,
+}
+
+impl ReadKey {
+    fn of(o: &Object) -> Self {
+        Self {
+            method: o.method,
+            path: o.path.clone(),
+            query: o.query.clone(),
+            body: o
+                .args
+                .as_ref()
+                .map(|a| String::from_utf8_lossy(&crate::gojson::to_vec(a)).into_owned()),
+        }
+    }
+}
+
+#[async_trait]
+impl Fetch for VaultFetch {
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, super::Error> {
+        let conn = &self.spc.connection;
+        let (jwt, claims) = ctx
+            .tokens
+            .for_audience(&conn.audience)
+            .map_err(Error::Identity)?;
+        let client = self.inner.client(conn)?;
+        let key = LoginKey {
+            pod_uid: ctx.pod.uid.clone(),
+            subject: claims.subject.clone().unwrap_or_default(),
+            connection: conn.clone(),
+        };
+
+        // Distinct reads, in first-use order; each object points at one.
+        let mut reads: Vec<(ReadKey, &Object)> = Vec::new();
+        let mut index_of: Vec<usize> = Vec::with_capacity(self.spc.objects.len());
+        for object in &self.spc.objects {
+            let rk = ReadKey::of(object);
+            let idx = match reads.iter().position(|(k, _)| *k == rk) {
+                Some(i) => i,
+                None => {
+                    reads.push((rk, object));
+                    reads.len() - 1
+                }
+            };
+            index_of.push(idx);
+        }
+
+        let (token, cached) = self.inner.login(&key, &client, jwt).await?;
+        let mut results = join_all(
+            reads
+                .iter()
+                .map(|(rk, o)| self.inner.read(&client, conn, &token, rk, &o.name)),
+        )
+        .await;
+        // A cached token may have been revoked or expired early: log in once more.
+        if cached
+            && results
+                .iter()
+                .any(|r| matches!(r, Err(Error::Read { code: 403, .. })))
+        {
+            self.inner.forget(&key, &token).await;
+            let (fresh, _) = self.inner.login(&key, &client, jwt).await?;
+            for (i, (rk, o)) in reads.iter().enumerate() {
+                if matches!(results[i], Err(Error::Read { code: 403, .. })) {
+                    results[i] = self.inner.read(&client, conn, &fresh, rk, &o.name).await;
+                }
+            }
+        }
+        let mut responses = Vec::with_capacity(results.len());
+        for result in results {
+            responses.push(result?);
+        }
+        self.spc
+            .objects
+            .iter()
+            .zip(index_of)
+            .map(|(object, idx)| {
+                extract::extract(object, &responses[idx])
+                    .map(SecretBytes::new)
+                    .map_err(|source| {
+                        Error::Extract {
+                            object: object.name.clone(),
+                            source,
+                        }
+                        .into()
+                    })
+            })
+            .collect()
+    }
+}
+
+impl Inner {
+    fn client(&self, conn: &Connection) -> Result<Arc<VaultClient>, Error> {
+        let key = (conn.address.clone(), conn.namespace.clone());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let bad = |reason: String| Error::Client {
+            address: conn.address.clone(),
+            reason,
+        };
+        let mut builder = VaultClientSettingsBuilder::default();
+        // Every field explicit: vaultrs would otherwise read VAULT_TOKEN and friends.
+        builder
+            .address(&conn.address)
+            .token("")
+            .ca_certs(Vec::new())
+            .identity(None)
+            .verify(true)
+            .timeout(Some(self.config.request_timeout))
+            .namespace(conn.namespace.clone());
+        let settings = builder.build().map_err(|e| bad(e.to_string()))?;
+        let client = Arc::new(VaultClient::new(settings).map_err(|e| bad(e.to_string()))?);
+        if clients.len() >= 256 {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// A Vault token for the pod: cached, or from one login shared by
+    /// every concurrent mount that needs it. Returns whether it was cached.
+    async fn login(
+        &self,
+        key: &LoginKey,
+        client: &VaultClient,
+        jwt: &Token,
+    ) -> Result<(Token, bool), Error> {
+        let slot = {
+            let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+            if logins.len() >= 4096 {
+                logins.retain(|_, slot| {
+                    Arc::strong_count(slot) > 1
+                        || slot.try_lock().is_ok_and(|l| {
+                            l.as_ref().is_some_and(|c| c.valid_until > Instant::now())
+                        })
+                });
+            }
+            logins.entry(key.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(cached) = guard.as_ref()
+            && cached.valid_until > Instant::now()
+        {
+            return Ok((cached.token.clone(), true));
+        }
+        let conn = &key.connection;
+        let session = Session::new(client, None);
+        let started = Instant::now();
+        let result =
+            vaultrs::auth::kubernetes::login(&session, &conn.auth_mount, &conn.role, jwt.expose())
+                .await;
+        self.metrics
+            .backend_request("vault", "login", outcome(&result), started.elapsed());
+        let auth = result.map_err(|e| match e {
+            ClientError::APIError {
+                code: code @ (400 | 401 | 403),
+                errors,
+            } => Error::LoginRefused {
+                address: conn.address.clone(),
+                subject: if key.subject.is_empty() {
+                    "the pod's service account".into()
+                } else {
+                    key.subject.clone()
+                },
+                role: conn.role.clone(),
+                mount: conn.auth_mount.clone(),
+                code,
+                errors: join_errors(&errors),
+            },
+            other => {
+                let (kind, reason) = classify(&other);
+                Error::Login {
+                    address: conn.address.clone(),
+                    mount: conn.auth_mount.clone(),
+                    reason,
+                    kind,
+                }
+            }
+        })?;
+        if auth.client_token.is_empty() {
+            return Err(Error::Login {
+                address: conn.address.clone(),
+                mount: conn.auth_mount.clone(),
+                reason: "the response has no client token".into(),
+                kind: ErrorKind::Internal,
+            });
+        }
+        let lease = Duration::from_secs(auth.lease_duration);
+        // Renew well before expiry; a token without TTL is still re-checked every 5 minutes.
+        let ttl = if lease.is_zero() {
+            Duration::from_secs(300)
+        } else {
+            lease.mul_f64(0.8)
+        };
+        let token = Token::new(auth.client_token);
+        *guard = Some(CachedLogin {
+            token: token.clone(),
+            valid_until: Instant::now() + ttl,
+        });
+        Ok((token, false))
+    }
+
+    async fn forget(&self, key: &LoginKey, token: &Token) {
+        let slot = self
+            .logins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned();
+        if let Some(slot) = slot {
+            let mut guard = slot.lock().await;
+            if guard
+                .as_ref()
+                .is_some_and(|c| c.token.expose() == token.expose())
+            {
+                *guard = None;
+            }
+        }
+    }
+
+    async fn read(
+        &self,
+        client: &VaultClient,
+        conn: &Connection,
+        token: &Token,
+        rk: &ReadKey,
+        object: &str,
+    ) -> Result<Value, Error> {
+        let session = Session::new(client, Some(token));
+        let endpoint = RawRequest { key: rk };
+        let started = Instant::now();
+        let result = vaultrs::api::exec_with_no_result(&session, endpoint).await;
+        self.metrics
+            .backend_request("vault", "read", outcome(&result), started.elapsed());
+        result.map_err(|e| match e {
+            ClientError::APIError { code, errors } => Error::Read {
+                object: object.to_owned(),
+                method: rk.method.as_str(),
+                path: rk.path.clone(),
+                address: conn.address.clone(),
+                code,
+                errors: join_errors(&errors),
+            },
+            other => {
+                let (kind, reason) = classify(&other);
+                Error::Request {
+                    object: object.to_owned(),
+                    method: rk.method.as_str(),
+                    path: rk.path.clone(),
+                    address: conn.address.clone(),
+                    reason,
+                    kind,
+                }
+            }
+        })
+    }
+}
+
+fn outcome<T>(result: &Result<T, ClientError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(ClientError::APIError { code, .. }) if *code < 500 => "refused",
+        Err(_) => "error",
+    }
+}
+
+fn join_errors(errors: &[String]) -> String {
+    let joined: Vec<String> = errors
+        .iter()
+        .map(|e| e.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    if joined.is_empty() {
+        "no error message".into()
+    } else {
+        joined.join("; ")
+    }
+}
+
+/// Kind and a message for failures that are not Vault API errors.
+fn classify(e: &ClientError) -> (ErrorKind, String) {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(re) = err.downcast_ref::<reqwest::Error>() {
+            if re.is_timeout() {
+                return (
+                    ErrorKind::DeadlineExceeded,
+                    "no answer in time (Vault is slow or stalled)".into(),
+                );
+            }
+            if re.is_connect() {
+                return (
+                    ErrorKind::Unavailable,
+                    format!("cannot connect ({})", root_cause(re)),
+                );
+            }
+            return (
+                ErrorKind::Unavailable,
+                format!("the request failed ({})", root_cause(re)),
+            );
+        }
+        if let Some(rustify::errors::ClientError::ServerResponseError { code, .. }) =
+            err.downcast_ref::<rustify::errors::ClientError>()
+        {
+            let kind = if matches!(code, 429 | 500..=504) {
+                ErrorKind::Unavailable
+            } else {
+                ErrorKind::Internal
+            };
+            return (
+                kind,
+                format!("HTTP {code} with a body that is not a Vault error"),
+            );
+        }
+        source = err.source();
+    }
+    match e {
+        ClientError::ResponseEmptyError => (
+            ErrorKind::Internal,
+            "the response is empty (no auth block)".into(),
+        ),
+        ClientError::ResponseDataEmptyError => {
+            (ErrorKind::NotFound, "the response has no data".into())
+        }
+        ClientError::RestClientError {
+            source: rustify::errors::ClientError::ResponseParseError { .. },
+        } => (ErrorKind::Internal, "the response is not JSON".into()),
+        other => (ErrorKind::Internal, other.to_string()),
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
+}
+
+/// A vaultrs client view with one token: shares the HTTP connection pool.
+struct Session<'a> {
+    client: &'a VaultClient,
+    middle: EndpointMiddleware,
+}
+
+impl<'a> Session<'a> {
+    fn new(client: &'a VaultClient, token: Option<&Token>) -> Self {
+        Self {
+            client,
+            middle: EndpointMiddleware {
+                token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
+                version: "v1".into(),
+                wrap: None,
+                namespace: client.settings.namespace.clone(),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Client for Session<'_> {
+    fn http(&self) -> &rustify::clients::reqwest::Client {
+        &self.client.http
+    }
+    fn middle(&self) -> &EndpointMiddleware {
+        &self.middle
+    }
+    fn settings(&self) -> &VaultClientSettings {
+        &self.client.settings
+    }
+    fn set_token(&mut self, token: &str) {
+        self.middle.token = token.to_owned();
+    }
+}
+
+/// Any path, method, query and JSON body; the whole JSON response back.
+struct RawRequest<'a> {
+    key: &'a ReadKey,
+}
+
+impl Endpoint for RawRequest<'_> {
+    type Response = Value;
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        self.key.path.clone()
+    }
+
+    fn method(&self) -> RequestMethod {
+        match self.key.method {
+            Method::Get => RequestMethod::GET,
+            Method::Put => RequestMethod::PUT,
+            Method::Post => RequestMethod::POST,
+        }
+    }
+
+    fn query(&self) -> Result<Option<String>, rustify::errors::ClientError> {
+        if self.key.query.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<String> = self
+            .key
+            .query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        Ok(Some(pairs.join("&")))
+    }
+
+    fn body(&self) -> Result<Option<Vec<u8>>, rustify::errors::ClientError> {
+        Ok(self.key.body.as_ref().map(|b| b.as_bytes().to_vec()))
+    }
+}
+
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,618 @@
+//! The Vault/OpenBao SecretProviderClass dialect: hashicorp's parameter
+//! names, OpenBao's `bao*`/`openbao*` aliases, and the `objects` list.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::Error;
+use crate::backend::Dialect;
+use crate::mount::request::Parameters;
+
+/// Defaults from `coffer serve` flags and the environment.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub address: Option<String>,
+    pub auth_mount: String,
+    pub namespace: Option<String>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            address: None,
+            auth_mount: "kubernetes".into(),
+            namespace: None,
+        }
+    }
+}
+
+/// Connection and identity settings of one SecretProviderClass.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Connection {
+    pub address: String,
+    pub namespace: Option<String>,
+    pub auth_mount: String,
+    pub role: String,
+    pub audience: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Put => "PUT",
+            Method::Post => "POST",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Utf8,
+    Base64,
+    Hex,
+}
+
+/// One entry of `objects`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Object {
+    pub name: String,
+    /// The API path without the `/v1/` prefix, e.g. `secret/data/db`.
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub key: Option<String>,
+    pub method: Method,
+    pub args: Option<serde_json::Value>,
+    pub encoding: Encoding,
+    pub mode: Option<u32>,
+}
+
+impl Object {
+    /// The secret-free description that goes into the object version.
+    pub fn config(&self) -> String {
+        let query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!(
+            "vault|{}|{}|{}|{}|{}|{:?}|{:?}",
+            self.method.as_str(),
+            self.path,
+            query.join("&"),
+            self.key.as_deref().unwrap_or(""),
+            self.args
+                .as_ref()
+                .map(|a| String::from_utf8_lossy(&crate::gojson::to_vec(a)).into_owned())
+                .unwrap_or_default(),
+            self.encoding,
+            self.mode,
+        )
+    }
+}
+
+/// A parsed SecretProviderClass.
+#[derive(Debug, Clone)]
+pub struct Spc {
+    pub connection: Connection,
+    pub objects: Vec<Object>,
+    pub warnings: Vec<String>,
+}
+
+/// Looks a parameter up by its dialect's names: `bao*` > `openbao*` > `vault*` on OpenBao.
+fn lookup<'a>(params: &'a Parameters, dialect: Dialect, suffix: &str) -> Option<(&'a str, String)> {
+    let names: Vec<String> = match dialect {
+        Dialect::OpenBao => vec![
+            format!("bao{suffix}"),
+            format!("openbao{suffix}"),
+            format!("vault{suffix}"),
+        ],
+        _ => vec![format!("vault{suffix}")],
+    };
+    names
+        .into_iter()
+        .find_map(|n| params.non_empty(&n).map(|v| (v, n)))
+}
+
+pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Result<Spc, Error> {
+    let role = match dialect {
+        Dialect::OpenBao => lookup(params, dialect, "RoleName")
+            .map(|(v, _)| v)
+            .or_else(|| params.non_empty("roleName")),
+        _ => params.non_empty("roleName"),
+    }
+    .ok_or(Error::Param {
+        name: "roleName",
+        reason: "is required (the Vault role to log in with)".into(),
+    })?;
+
+    let address = lookup(params, dialect, "Address")
+        .map(|(v, _)| v.to_owned())
+        .or_else(|| defaults.address.clone())
+        .ok_or(Error::Param {
+            name: "vaultAddress",
+            reason: "is not set and coffer has no default (--vault-addr / VAULT_ADDR)".into(),
+        })?;
+    let address = address.trim_end_matches('/').to_owned();
+    if !(address.starts_with("http://") || address.starts_with("https://")) {
+        return Err(Error::Param {
+            name: "vaultAddress",
+            reason: format!("{address:?} must start with http:// or https://"),
+        });
+    }
+
+    let k8s_mount = lookup(params, dialect, "KubernetesMountPath");
+    let auth_mount = lookup(params, dialect, "AuthMountPath");
+    let auth_mount = match (k8s_mount, auth_mount) {
+        (Some((_, a)), Some((_, b))) => {
+            return Err(Error::Param {
+                name: "vaultAuthMountPath",
+                reason: format!("cannot be set together with {a} (both set {b} and {a})"),
+            });
+        }
+        (Some((v, _)), None) | (None, Some((v, _))) => v.to_owned(),
+        (None, None) => defaults.auth_mount.clone(),
+    };
+    let namespace = lookup(params, dialect, "Namespace")
+        .map(|(v, _)| v.to_owned())
+        .or_else(|| defaults.namespace.clone());
+    let audience = params
+        .non_empty("audience")
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            if dialect == Dialect::OpenBao {
+                "openbao".into()
+            } else {
+                "vault".into()
+            }
+        });
+
+    let (objects, warnings) = parse_objects(params.get("objects").unwrap_or(""))?;
+    Ok(Spc {
+        connection: Connection {
+            address,
+            namespace,
+            auth_mount,
+            role: role.to_owned(),
+            audience,
+        },
+        objects,
+        warnings,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawObject {
+    #[serde(default)]
+    object_name: Option<String>,
+    #[serde(default)]
+    secret_path: Option<String>,
+    #[serde(default)]
+    secret_key: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    secret_args: Option<serde_yaml::Value>,
+    #[serde(default)]
+    encoding: Option<String>,
+    #[serde(default)]
+    file_permission: Option<serde_yaml::Value>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// Parses the `objects` YAML list.
+pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
+    if yaml.trim().is_empty() {
+        return Err(Error::Param {
+            name: "objects",
+            reason: "is empty: name at least one secret to mount".into(),
+        });
+    }
+    let raw: Vec<RawObject> = serde_yaml::from_str(yaml).map_err(|e| Error::Param {
+        name: "objects",
+        reason: format!("is not a YAML list of objects ({})", yaml_reason(&e)),
+    })?;
+    let mut objects = Vec::with_capacity(raw.len());
+    let mut warnings = Vec::new();
+    for (index, raw) in raw.into_iter().enumerate() {
+        let name = raw
+            .object_name
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| Error::Object {
+                object: format!("#{}", index + 1),
+                reason: "objectName is required".into(),
+            })?;
+        let bad = |reason: String| Error::Object {
+            object: name.clone(),
+            reason,
+        };
+        for key in raw.unknown.keys() {
+            warnings.push(format!("object {name:?}: unknown key {key:?} is ignored (the known keys are objectName, secretPath, secretKey, method, secretArgs, encoding, filePermission)"));
+        }
+        let (path, query) =
+            normalise_path(raw.secret_path.as_deref().unwrap_or("")).map_err(bad)?;
+        if path.is_empty() {
+            return Err(bad("secretPath is required".into()));
+        }
+        let method = match raw
+            .method
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("") | Some("GET") => Method::Get,
+            Some("PUT") => Method::Put,
+            Some("POST") => Method::Post,
+            Some(other) => return Err(bad(format!("method {other:?} is not GET, PUT or POST"))),
+        };
+        let args = match raw.secret_args {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(v) => Some(
+                serde_json::to_value(&v)
+                    .map_err(|_| bad("secretArgs cannot be sent as JSON".into()))?,
+            ),
+        };
+        let key = raw.secret_key.filter(|k| !k.is_empty());
+        let encoding = match raw
+            .encoding
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("") | Some("utf-8") | Some("utf8") => Encoding::Utf8,
+            Some("base64") => Encoding::Base64,
+            Some("hex") => Encoding::Hex,
+            Some(other) => {
+                return Err(bad(format!(
+                    "encoding {other:?} is not utf-8, base64 or hex"
+                )));
+            }
+        };
+        let mode = match raw.file_permission {
+            None | Some(serde_yaml::Value::Null) => None,
+            Some(v) => match parse_mode(&v) {
+                Some(0) => None,
+                Some(m) => Some(m),
+                None => {
+                    return Err(bad(
+                        "filePermission must be an octal mode such as 0600".into()
+                    ));
+                }
+            },
+        };
+        objects.push(Object {
+            name,
+            path,
+            query,
+            key,
+            method,
+            args,
+            encoding,
+            mode,
+        });
+    }
+    let mut seen = BTreeMap::new();
+    let mut dups = Vec::new();
+    for o in &objects {
+        if seen.insert(o.name.as_str(), ()).is_some() && !dups.contains(&o.name.as_str()) {
+            dups.push(o.name.as_str());
+        }
+    }
+    if !dups.is_empty() {
+        return Err(Error::Param {
+            name: "objects",
+            reason: format!(
+                "each objectName must be unique, but these are repeated: {}",
+                dups.join(", ")
+            ),
+        });
+    }
+    Ok((objects, warnings))
+}
+
+/// `0600` (YAML 1.1 octal, read by serde_yaml as a string), `0o600`, or an integer.
+fn parse_mode(v: &serde_yaml::Value) -> Option<u32> {
+    match v {
+        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim();
+            let digits = s
+                .strip_prefix("0o")
+                .or_else(|| s.strip_prefix('0'))
+                .unwrap_or(s);
+            if digits.is_empty() && s == "0" {
+                return Some(0);
+            }
+            u32::from_str_radix(digits, 8).ok()
+        }
+        _ => None,
+    }
+}
+
+/// `secret/foo`, `/secret/foo`, `v1/secret/foo`, `/v1/secret/foo` → `secret/foo`;
+/// anything after `?` becomes query parameters.
+fn normalise_path(raw: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let (path, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw, None),
+    };
+    let path = path.trim_start_matches('/');
+    let path = path.strip_prefix("v1/").unwrap_or(path);
+    let mut params = Vec::new();
+    if let Some(query) = query {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let k = percent_decode(k).ok_or_else(|| {
+                format!("secretPath query parameter {k:?} is not valid percent-encoding")
+            })?;
+            let v = percent_decode(v).ok_or_else(|| format!("secretPath query parameter {k:?} has a value that is not valid percent-encoding"))?;
+            params.push((k, v));
+        }
+    }
+    if path.split('/').any(|e| e == "..") {
+        return Err("secretPath must not contain \"..\"".into());
+    }
+    Ok((path.to_owned(), params))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn yaml_reason(e: &serde_yaml::Error) -> String {
+    // serde_yaml messages describe types and positions; they do not quote scalars.
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Parameters {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const OBJECTS: &str = "- objectName: db-password\n  secretPath: secret/data/db\n  secretKey: password\n  filePermission: 0600\n";
+
+    #[test]
+    fn parses_hashicorp_names_with_defaults() {
+        let d = Defaults {
+            address: Some("http://127.0.0.1:8200".into()),
+            ..Defaults::default()
+        };
+        let spc = parse(
+            &params(&[("roleName", "web"), ("objects", OBJECTS)]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(spc.connection.role, "web");
+        assert_eq!(spc.connection.address, "http://127.0.0.1:8200");
+        assert_eq!(spc.connection.auth_mount, "kubernetes");
+        assert_eq!(spc.connection.audience, "vault");
+        assert_eq!(spc.objects[0].path, "secret/data/db");
+        assert_eq!(spc.objects[0].key.as_deref(), Some("password"));
+        assert_eq!(spc.objects[0].mode, Some(0o600));
+        assert!(spc.warnings.is_empty());
+    }
+
+    #[test]
+    fn spc_overrides_defaults() {
+        let d = Defaults {
+            address: Some("http://default:8200".into()),
+            ..Defaults::default()
+        };
+        let spc = parse(
+            &params(&[
+                ("roleName", "r"),
+                ("vaultAddress", "https://v:8200/"),
+                ("vaultAuthMountPath", "jwt"),
+                ("audience", "a1"),
+                ("objects", OBJECTS),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(spc.connection.address, "https://v:8200");
+        assert_eq!(spc.connection.auth_mount, "jwt");
+        assert_eq!(spc.connection.audience, "a1");
+    }
+
+    #[test]
+    fn openbao_prefixes_take_precedence() {
+        let p = params(&[
+            ("roleName", "plain"),
+            ("vaultRoleName", "v"),
+            ("openbaoRoleName", "o"),
+            ("vaultAddress", "http://v"),
+            ("openbaoAddress", "http://o"),
+            ("baoAddress", "http://b"),
+            ("objects", OBJECTS),
+        ]);
+        let spc = parse(&p, Dialect::OpenBao, &Defaults::default()).unwrap();
+        assert_eq!(spc.connection.role, "o");
+        assert_eq!(spc.connection.address, "http://b");
+        assert_eq!(spc.connection.audience, "openbao");
+    }
+
+    #[test]
+    fn errors_name_the_parameter() {
+        let d = Defaults {
+            address: Some("http://x".into()),
+            ..Defaults::default()
+        };
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("objects", OBJECTS)], "roleName"),
+            (&[("roleName", "r")], "objects"),
+            (
+                &[("roleName", "r"), ("objects", "objectName: a")],
+                "objects",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    (
+                        "objects",
+                        "- objectName: a\n  secretPath: x\n- objectName: a\n  secretPath: y\n",
+                    ),
+                ],
+                "unique",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    ("objects", OBJECTS),
+                    ("vaultAuthMountPath", "a"),
+                    ("vaultKubernetesMountPath", "b"),
+                ],
+                "vaultKubernetesMountPath",
+            ),
+            (
+                &[("roleName", "r"), ("objects", "- secretPath: x\n")],
+                "objectName",
+            ),
+            (
+                &[("roleName", "r"), ("objects", "- objectName: a\n")],
+                "secretPath",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    (
+                        "objects",
+                        "- objectName: a\n  secretPath: x\n  encoding: rot13\n",
+                    ),
+                ],
+                "encoding",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    (
+                        "objects",
+                        "- objectName: a\n  secretPath: x\n  method: DELETE\n",
+                    ),
+                ],
+                "method",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    (
+                        "objects",
+                        "- objectName: a\n  secretPath: x\n  filePermission: rw\n",
+                    ),
+                ],
+                "filePermission",
+            ),
+            (
+                &[
+                    ("roleName", "r"),
+                    ("vaultAddress", "ftp://x"),
+                    ("objects", OBJECTS),
+                ],
+                "vaultAddress",
+            ),
+        ];
+        for (p, needle) in cases {
+            let err = parse(&params(p), Dialect::Vault, &d)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+        let err = parse(
+            &params(&[("roleName", "r"), ("objects", OBJECTS)]),
+            Dialect::Vault,
+            &Defaults::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--vault-addr"));
+    }
+
+    #[test]
+    fn unknown_object_keys_are_warnings() {
+        let d = Defaults {
+            address: Some("http://x".into()),
+            ..Defaults::default()
+        };
+        let spc = parse(
+            &params(&[
+                ("roleName", "r"),
+                (
+                    "objects",
+                    "- objectName: a\n  secretPath: x\n  secretkey: typo\n",
+                ),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(spc.warnings.len(), 1);
+        assert!(spc.warnings[0].contains("\"secretkey\""));
+    }
+
+    #[test]
+    fn secret_paths_are_normalised() {
+        for raw in [
+            "secret/foo",
+            "/secret/foo",
+            "v1/secret/foo",
+            "/v1/secret/foo",
+        ] {
+            assert_eq!(normalise_path(raw).unwrap().0, "secret/foo", "{raw}");
+        }
+        let (path, query) = normalise_path("secret/data/x?version=1&a=b%20c").unwrap();
+        assert_eq!(path, "secret/data/x");
+        assert_eq!(
+            query,
+            vec![("version".into(), "1".into()), ("a".into(), "b c".into())]
+        );
+        assert!(normalise_path("secret/../sys/x").is_err());
+        assert!(normalise_path("x?a=%zz").is_err());
+    }
+
+    #[test]
+    fn modes_read_like_yaml_1_1() {
+        let (objs, _) = parse_objects("- {objectName: a, secretPath: x, filePermission: 0600}\n- {objectName: b, secretPath: x, filePermission: 0o640}\n- {objectName: c, secretPath: x, filePermission: 420}\n- {objectName: d, secretPath: x, filePermission: \"0400\"}\n").unwrap();
+        assert_eq!(
+            objs.iter().map(|o| o.mode).collect::<Vec<_>>(),
+            vec![Some(0o600), Some(0o640), Some(420), Some(0o400)]
+        );
+    }
+
+    #[test]
+    fn config_changes_with_definition() {
+        let (objs, _) = parse_objects("- {objectName: a, secretPath: x, secretKey: k}\n- {objectName: b, secretPath: x, secretKey: j}\n").unwrap();
+        assert_ne!(objs[0].config(), objs[1].config());
+    }
+}

@@ -1,0 +1,22 @@
+//! coffer: a Secrets Store CSI driver provider.
+//!
+//! The data path, in reading order: [`server`] (sockets and gRPC glue) →
+//! [`mount`] (parse the request, plan, fetch, assemble files and versions)
+//! → [`backend`] (where secrets come from). [`standin`] is the driver's
+//! side, for `coffer mount`; [`check`] validates manifests offline.
+
+#![forbid(unsafe_code)]
+
+pub mod backend;
+pub mod check;
+pub mod cli;
+pub mod gojson;
+pub mod grpc;
+pub mod health;
+pub mod metrics;
+pub mod mount;
+pub mod secret;
+pub mod serve;
+pub mod server;
+pub mod spc;
+pub mod standin;

@@ -1,0 +1,39 @@
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use coffer::cli::{Cli, Command};
+
+/// Exit code for a configuration the process cannot start with (EX_USAGE).
+const EX_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("coffer: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Serve(args) => {
+            coffer::serve::init_logging(args.log_format, args.log_level);
+            match runtime.block_on(coffer::serve::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let msg = coffer::server::status::chain(&e);
+                    tracing::error!(error = %msg, "coffer cannot serve");
+                    eprintln!("coffer: {msg}");
+                    ExitCode::from(EX_USAGE)
+                }
+            }
+        }
+        Command::Mount(args) => runtime.block_on(coffer::standin::run(args)),
+        Command::Check(args) => coffer::check::run(&args),
+    }
+}

@@ -1,0 +1,184 @@
+//! One Mount, in order: parse the request → choose the backend → plan →
+//! check the planned files → fetch → assemble files and versions.
+//! All or nothing: any failure returns an error and no file.
+
+pub mod files;
+pub mod request;
+pub mod version;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::backend::{self, Backend, Dialect, FetchContext, Plan};
+use crate::grpc;
+
+pub use files::MAX_RESPONSE_BYTES;
+
+/// Why a mount failed. Messages name the object and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid mount request")]
+    Request(#[from] request::Error),
+    #[error(
+        "the SecretProviderClass must set parameter \"backend\" on provider {provider:?} (one of: {available})"
+    )]
+    NoBackendParameter { provider: String, available: String },
+    #[error("backend {name:?} is not available in this coffer (available: {available})")]
+    UnknownBackend { name: String, available: String },
+    #[error("invalid SecretProviderClass")]
+    Plan(#[source] backend::Error),
+    #[error("{0}")]
+    File(#[from] files::Error),
+    #[error("{backend}")]
+    Fetch {
+        backend: &'static str,
+        #[source]
+        source: backend::Error,
+    },
+    #[error("backend {backend} returned {got} contents for {want} files")]
+    FetchCount {
+        backend: &'static str,
+        got: usize,
+        want: usize,
+    },
+}
+
+/// The backends this process serves, by name.
+#[derive(Default, Clone)]
+pub struct Backends {
+    by_name: BTreeMap<&'static str, Arc<dyn Backend>>,
+}
+
+impl Backends {
+    pub fn add(&mut self, backend: Arc<dyn Backend>) {
+        self.by_name.insert(backend.name(), backend);
+    }
+
+    fn available(&self) -> String {
+        if self.by_name.is_empty() {
+            "none".into()
+        } else {
+            self.by_name.keys().copied().collect::<Vec<_>>().join(", ")
+        }
+    }
+
+    /// The backend for a socket's dialect and the SPC parameters.
+    pub fn select(
+        &self,
+        provider: &str,
+        params: &request::Parameters,
+    ) -> Result<(&Arc<dyn Backend>, Dialect), Error> {
+        let dialect = Dialect::for_provider(provider);
+        let name = match dialect {
+            Dialect::Vault | Dialect::OpenBao => "vault",
+            Dialect::Aws => "aws",
+            Dialect::Coffer => {
+                params
+                    .non_empty("backend")
+                    .ok_or_else(|| Error::NoBackendParameter {
+                        provider: provider.to_owned(),
+                        available: self.available(),
+                    })?
+            }
+        };
+        let backend = self
+            .by_name
+            .get(name)
+            .ok_or_else(|| Error::UnknownBackend {
+                name: name.to_owned(),
+                available: self.available(),
+            })?;
+        Ok((backend, dialect))
+    }
+
+    /// Plans a mount from parameters alone (also used by `coffer check`).
+    pub fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Plan, Error> {
+        let (backend, dialect) = self.select(provider, params)?;
+        let plan = backend.plan(params, dialect).map_err(Error::Plan)?;
+        files::check_plan(&plan.files)?;
+        Ok(plan)
+    }
+}
+
+/// Serves mounts: backends plus the key that makes object versions.
+pub struct Mounter {
+    backends: Backends,
+    versions: version::Versioner,
+    max_response_bytes: usize,
+}
+
+/// What a successful mount produced, for logs and metrics.
+#[derive(Debug)]
+pub struct Outcome {
+    pub backend: &'static str,
+    pub objects: usize,
+    pub bytes: usize,
+}
+
+impl Mounter {
+    pub fn new(
+        backends: Backends,
+        versions: version::Versioner,
+        max_response_bytes: usize,
+    ) -> Self {
+        Self {
+            backends,
+            versions,
+            max_response_bytes,
+        }
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Runs one mount for the socket `provider`.
+    pub async fn mount(
+        &self,
+        provider: &str,
+        req: &request::MountRequest,
+    ) -> Result<(grpc::MountResponse, Outcome), Error> {
+        let plan = self.backends.plan(provider, &req.params)?;
+        for warning in &plan.warnings {
+            tracing::warn!(
+                pod.namespace = %req.pod.namespace,
+                pod.name = %req.pod.name,
+                spc = req.spc.as_deref().unwrap_or(""),
+                "{warning}"
+            );
+        }
+        let ctx = FetchContext {
+            pod: &req.pod,
+            tokens: &req.tokens,
+            secrets: &req.secrets,
+        };
+        let contents = plan
+            .fetch
+            .fetch(&ctx)
+            .await
+            .map_err(|source| Error::Fetch {
+                backend: plan.backend,
+                source,
+            })?;
+        if contents.len() != plan.files.len() {
+            return Err(Error::FetchCount {
+                backend: plan.backend,
+                got: contents.len(),
+                want: plan.files.len(),
+            });
+        }
+        let response = files::assemble(
+            &plan.files,
+            contents,
+            req.default_mode,
+            &self.versions,
+            self.max_response_bytes,
+        )?;
+        let outcome = Outcome {
+            backend: plan.backend,
+            objects: plan.files.len(),
+            bytes: response.files.iter().map(|f| f.contents.len()).sum(),
+        };
+        Ok((response, outcome))
+    }
+}

@@ -1,0 +1,166 @@
+//! `coffer serve`: wires sockets, backends, health and signals together.
+
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, watch};
+
+use crate::cli::{BackendArgs, LogFormat, ServeArgs};
+use crate::health::{self, Health};
+use crate::metrics::Metrics;
+use crate::mount::{Backends, Mounter, version::Versioner};
+use crate::server::{self, Limits, socket};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("provider sockets")]
+    Socket(#[from] socket::Error),
+    #[error("object versions")]
+    Versions(#[from] crate::mount::version::Error),
+    #[error("cannot listen on {addr} for health and metrics")]
+    Health {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handler")]
+    Signal(#[source] std::io::Error),
+}
+
+/// The backends this build has, configured from flags.
+pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
+    let mut backends = Backends::default();
+    #[cfg(feature = "vault")]
+    {
+        use crate::backend::vault;
+        let config = vault::Config {
+            defaults: vault::params::Defaults {
+                address: args.vault_addr.clone().filter(|a| !a.is_empty()),
+                auth_mount: args.vault_auth_mount.clone(),
+                namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
+            },
+            request_timeout: args.vault_request_timeout,
+        };
+        backends.add(Arc::new(vault::VaultBackend::new(config, metrics)));
+    }
+    #[cfg(not(feature = "vault"))]
+    let _ = (args, metrics);
+    backends
+}
+
+pub fn init_logging(format: LogFormat, level: tracing::Level) {
+    // Other crates stay at warn whatever coffer's level: their debug output
+    // can include request details that must never reach a log.
+    let filter = tracing_subscriber::EnvFilter::new(format!("warn,coffer={level}"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then drains and removes the sockets.
+pub async fn run(args: ServeArgs) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::new());
+    let versions = match &args.hmac_key_file {
+        Some(path) => Versioner::from_file(path)?,
+        None => {
+            tracing::info!(
+                "no --hmac-key-file: object versions use a random key and change when coffer restarts"
+            );
+            Versioner::random()?
+        }
+    };
+    let mounter = Arc::new(Mounter::new(
+        backends(&args.backends, metrics.clone()),
+        versions,
+        args.max_response_bytes,
+    ));
+    let limits = Limits {
+        max_concurrent_mounts: args.max_concurrent_mounts.max(1),
+        mount_timeout: args.mount_timeout,
+    };
+    let permits = Arc::new(Semaphore::new(limits.max_concurrent_mounts));
+
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(Error::Signal)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(Error::Signal)?;
+
+    let health_listener = health::bind(args.health_addr)
+        .await
+        .map_err(|source| Error::Health {
+            addr: args.health_addr,
+            source,
+        })?;
+    let listeners = server::bind_all(&args.socket_dir, &args.providers)?;
+    let paths: Vec<_> = listeners.iter().map(|l| l.path.clone()).collect();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let mut servers = Vec::new();
+    for listener in listeners {
+        tracing::info!(provider = %listener.name, socket = %listener.path.display(), "serving");
+        let (mounter, metrics, permits, limits) = (
+            mounter.clone(),
+            metrics.clone(),
+            permits.clone(),
+            limits.clone(),
+        );
+        let shutdown = stopped(stop_rx.clone());
+        servers.push(tokio::spawn(async move {
+            let name = listener.name.clone();
+            if let Err(e) = server::serve(listener, mounter, metrics, permits, &limits, shutdown).await {
+                tracing::error!(provider = %name, error = %crate::server::status::chain(&e), "socket server failed");
+            }
+        }));
+    }
+    let health = Health {
+        sockets: paths.clone(),
+        metrics: metrics.clone(),
+    };
+    let health_task = tokio::spawn(health::serve(
+        health_listener,
+        health,
+        stopped(stop_rx.clone()),
+    ));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        health = %args.health_addr,
+        max_concurrent_mounts = limits.max_concurrent_mounts,
+        mount_timeout_s = limits.mount_timeout.as_secs_f64(),
+        "coffer ready"
+    );
+
+    let signal = tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal,
+        grace_s = args.shutdown_grace.as_secs_f64(),
+        "shutting down: no new connections, draining mounts"
+    );
+    let _ = stop_tx.send(true);
+    let drain = futures_util::future::join_all(servers);
+    if tokio::time::timeout(args.shutdown_grace, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; mounts still running are abandoned");
+    }
+    health_task.abort();
+    for path in &paths {
+        socket::remove(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! The one place where errors become gRPC statuses. The message is the
+//! whole error chain; no error in coffer carries a secret, so the chain is
+//! safe to show in pod events.
+
+use std::time::Duration;
+
+use tonic::{Code, Status};
+
+use crate::backend::ErrorKind;
+use crate::mount;
+
+/// Everything a Mount can end with, other than success.
+#[derive(Debug)]
+pub enum Failure {
+    Mount(mount::Error),
+    Timeout {
+        after: Duration,
+        backend: &'static str,
+    },
+    ShuttingDown,
+}
+
+impl Failure {
+    pub fn into_status(self) -> Status {
+        match self {
+            Failure::Mount(e) => Status::new(code(&e), chain(&e)),
+            Failure::Timeout { after, backend } => Status::deadline_exceeded(format!(
+                "mount did not finish within {:.0?}: backend {backend} is slow or unreachable",
+                after
+            )),
+            Failure::ShuttingDown => Status::unavailable("coffer is shutting down"),
+        }
+    }
+}
+
+fn kind_code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+fn code(e: &mount::Error) -> Code {
+    match e {
+        mount::Error::Request(r) if r.is_precondition() => Code::FailedPrecondition,
+        mount::Error::Request(_)
+        | mount::Error::NoBackendParameter { .. }
+        | mount::Error::UnknownBackend { .. } => Code::InvalidArgument,
+        mount::Error::Plan(b) | mount::Error::Fetch { source: b, .. } => kind_code(b.kind()),
+        mount::Error::File(mount::files::Error::TooLarge { .. }) => Code::ResourceExhausted,
+        mount::Error::File(_) => Code::InvalidArgument,
+        mount::Error::FetchCount { .. } => Code::Internal,
+    }
+}
+
+/// "outer: inner: root".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mount::request;
+
+    #[test]
+    fn request_errors_are_invalid_argument_and_audience_is_precondition() {
+        let st = Failure::Mount(mount::Error::Request(request::Error::Permission(
+            "x".into(),
+        )))
+        .into_status();
+        assert_eq!(st.code(), Code::InvalidArgument);
+        assert!(
+            st.message()
+                .starts_with("invalid mount request: permission"),
+            "{}",
+            st.message()
+        );
+        let st = Failure::Mount(mount::Error::Request(request::Error::MissingAudience {
+            audience: "vault".into(),
+            present: "none".into(),
+        }))
+        .into_status();
+        assert_eq!(st.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn too_large_is_resource_exhausted_and_timeout_names_backend() {
+        let st = Failure::Mount(mount::Error::File(mount::files::Error::TooLarge {
+            size: 5,
+            limit: 4,
+        }))
+        .into_status();
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        let st = Failure::Timeout {
+            after: Duration::from_secs(3),
+            backend: "vault",
+        }
+        .into_status();
+        assert_eq!(st.code(), Code::DeadlineExceeded);
+        assert!(st.message().contains("vault"));
+    }
+}
