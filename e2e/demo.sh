@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# make demo: a real OpenBao, the real coffer, and `coffer mount` (the driver
+# stand-in) mounting examples/demo/secretproviderclass.yaml. Prints the volume
+# as the pod would see it, then stops everything.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+bash e2e/setup.sh
+# shellcheck disable=SC1091
+source e2e/.tools/env
+cargo build --locked --quiet --bin coffer --example mint-token
+COFFER="$ROOT/target/debug/coffer"
+MINT="$ROOT/target/debug/examples/mint-token"
+
+RUN="$(mktemp -d "${TMPDIR:-/tmp}/coffer-demo.XXXXXX")"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+free_port() { "$COFFER_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_until() { # seconds, command...
+    local deadline=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do
+        (( SECONDS < deadline )) || { echo "demo: timed out waiting for: $*" >&2; return 1; }
+        sleep 0.1
+    done
+}
+
+BAO_PORT="$(free_port)"
+export BAO_ADDR="http://127.0.0.1:$BAO_PORT" BAO_TOKEN="demo-root-$RANDOM$RANDOM"
+echo "==> OpenBao dev server on $BAO_ADDR"
+"$COFFER_BAO_BIN" server -dev -dev-listen-address="127.0.0.1:$BAO_PORT" -dev-root-token-id="$BAO_TOKEN" >"$RUN/bao.log" 2>&1 &
+pids+=($!)
+wait_until 20 "$COFFER_BAO_BIN" status
+
+bao() { "$COFFER_BAO_BIN" "$@"; }
+echo "==> jwt auth that trusts the (test) ServiceAccount signing key, role demo for demo/web"
+bao auth enable jwt >/dev/null
+bao write auth/jwt/config jwt_validation_pubkeys=@tests/fixtures/sa-signing-key.pub.pem >/dev/null
+bao policy write demo - >/dev/null <<'POLICY'
+path "secret/data/demo/*" { capabilities = ["read"] }
+POLICY
+bao write auth/jwt/role/demo role_type=jwt user_claim=sub bound_audiences=vault \
+    bound_subject=system:serviceaccount:demo:web token_policies=demo token_ttl=1h >/dev/null
+echo "==> seeding secret/demo/db and secret/demo/app"
+bao kv put -mount=secret demo/db username=app password='demo-only-password' >/dev/null
+bao kv put -mount=secret demo/app settings='{"featureFlags":{"beta":true},"logLevel":"info"}' >/dev/null
+
+HEALTH="127.0.0.1:$(free_port)"
+echo "==> coffer serve (socket $RUN/sockets/coffer.sock, health $HEALTH)"
+"$COFFER" serve --socket-dir "$RUN/sockets" --provider coffer --health-addr "$HEALTH" \
+    --vault-addr "$BAO_ADDR" --log-format text >"$RUN/coffer.log" 2>&1 &
+pids+=($!)
+wait_until 20 test -S "$RUN/sockets/coffer.sock"
+
+POD_UID="7d1c2f4e-0000-4000-8000-00000000d3m0"
+"$MINT" demo web web-0 "$POD_UID" vault 600 >"$RUN/token"
+echo "==> coffer mount (the driver stand-in) into $RUN/volume"
+"$COFFER" mount --spc examples/demo/secretproviderclass.yaml --socket-dir "$RUN/sockets" \
+    --pod-name web-0 --pod-namespace demo --pod-uid "$POD_UID" --service-account web \
+    --token "vault=$RUN/token" --out "$RUN/volume"
+
+echo "==> the volume, as the pod sees it (driver atomic-writer layout)"
+(cd "$RUN/volume" && find . -mindepth 1 -maxdepth 1 -printf '%M %p -> %l\n' | sort && find -L . -path './..*' -prune -o -type f -printf '%M %5s %p\n' | sort)
+echo "==> demo contents (demo data only; coffer itself never prints contents)"
+for f in db-username config/app.json; do printf '%s: %s\n' "$f" "$(cat "$RUN/volume/$f")"; done
+echo "==> coffer log (no secret values, no tokens)"
+cat "$RUN/coffer.log"

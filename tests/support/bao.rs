@@ -1,0 +1,286 @@
+//! A real OpenBao dev server for tests, driven over its HTTP API.
+//!
+//! `bao server -dev` keeps everything in memory, starts unsealed with the
+//! given root token and mounts KV v2 at `secret/`. It also opens a cluster
+//! listener on API port + 1, so [`Bao::start`] picks a port pair.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::proc::{Reaper, kill_and_reap, open_log, scrub_env, tail};
+use super::{bao_bin, http, random_hex, tempdir, wait_for};
+
+/// How long `Bao::start` waits for `/v1/sys/health`.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Bao {
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+    pub root_token: String,
+    child: Option<Child>,
+    reaper: Option<Reaper>,
+    dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+impl Bao {
+    /// Starts `bao server -dev` on 127.0.0.1 and waits (≤ 20 s) until
+    /// `GET /v1/sys/health` answers 200. Panics with
+    /// [`super::NOT_INSTALLED`] if OpenBao is not installed.
+    pub fn start() -> Bao {
+        let bin = bao_bin();
+        let mut last_log = String::new();
+        // A port can be taken between probing and binding: retry a few times.
+        for _attempt in 0..3 {
+            let port = free_port_pair();
+            let root_token = format!("root-{}", random_hex(16));
+            let dir = tempdir("bao");
+            let log_path = dir.path().join("bao.log");
+            let log = open_log(&log_path);
+            let log_err = log.try_clone().expect("clone log file handle");
+            let mut cmd = Command::new(&bin);
+            scrub_env(&mut cmd);
+            cmd.arg("server")
+                .arg("-dev")
+                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .arg(format!("-dev-root-token-id={root_token}"))
+                .arg("-dev-no-store-token")
+                .current_dir(dir.path())
+                // Nothing of the developer's home (token helper, config).
+                .env("HOME", dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log_err));
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let reaper = Reaper::watch(child.id());
+            let mut bao = Bao {
+                addr: format!("http://127.0.0.1:{port}"),
+                root_token,
+                child: Some(child),
+                reaper: Some(reaper),
+                dir,
+                log_path,
+            };
+            // On panic below `bao` drops and kills the server.
+            let ready = wait_for(START_TIMEOUT, || {
+                if let Some(c) = bao.child.as_mut()
+                    && let Ok(Some(_)) = c.try_wait()
+                {
+                    return Some(false);
+                }
+                let ok = http::get(&bao.addr, "/v1/sys/health")
+                    .map(|r| r.status == 200)
+                    .unwrap_or(false);
+                ok.then_some(true)
+            });
+            match ready {
+                Some(true) => return bao,
+                Some(false) => {
+                    // Exited (e.g. address in use): try another port.
+                    last_log = bao.log_text();
+                    drop(bao);
+                }
+                None => panic!(
+                    "OpenBao not healthy within {START_TIMEOUT:?} at {}; log:\n{}",
+                    bao.addr,
+                    tail(&bao.log_text(), 100)
+                ),
+            }
+        }
+        panic!(
+            "OpenBao dev server failed to start 3 times; last log:\n{}",
+            tail(&last_log, 100)
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// A raw API call: `METHOD /v1/<path>` with `token` (if any) and a JSON
+    /// body. Does not check the status.
+    pub fn request_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> http::Response {
+        let url_path = format!("/v1/{}", path.trim_start_matches('/'));
+        let body_bytes = body.map(|b| serde_json::to_vec(b).unwrap());
+        let mut headers: Vec<(&str, &str)> = vec![("Accept", "application/json")];
+        if body_bytes.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        if let Some(t) = token {
+            headers.push(("X-Vault-Token", t));
+        }
+        http::request(
+            &self.addr,
+            method,
+            &url_path,
+            &headers,
+            body_bytes.as_deref(),
+        )
+        .unwrap_or_else(|e| panic!("{method} {}{url_path}: {e}", self.addr))
+    }
+
+    /// A raw API call with the root token. Does not check the status.
+    pub fn request(&self, method: &str, path: &str, body: Option<&Value>) -> http::Response {
+        self.request_as(Some(&self.root_token), method, path, body)
+    }
+
+    fn expect_ok(&self, method: &str, path: &str, resp: http::Response) -> Value {
+        assert!(
+            resp.is_success(),
+            "OpenBao {method} /v1/{path} -> HTTP {}: {}",
+            resp.status,
+            resp.text()
+        );
+        resp.json()
+    }
+
+    /// `POST /v1/<path>` with the root token; panics unless 2xx. Returns the
+    /// response JSON (`Null` for 204).
+    pub fn write(&self, path: &str, body: Value) -> Value {
+        let resp = self.request("POST", path, Some(&body));
+        self.expect_ok("POST", path, resp)
+    }
+
+    /// `GET /v1/<path>` with the root token; panics unless 2xx.
+    pub fn read(&self, path: &str) -> Value {
+        let resp = self.request("GET", path, None);
+        self.expect_ok("GET", path, resp)
+    }
+
+    /// `DELETE /v1/<path>` with the root token; panics unless 2xx.
+    pub fn delete(&self, path: &str) -> Value {
+        let resp = self.request("DELETE", path, None);
+        self.expect_ok("DELETE", path, resp)
+    }
+
+    /// Enables auth method `kind` (e.g. `jwt`, `kubernetes`, `approle`) at
+    /// `auth/<path>`.
+    pub fn enable_auth(&self, path: &str, kind: &str) {
+        self.write(
+            &format!("sys/auth/{}", path.trim_matches('/')),
+            json!({ "type": kind }),
+        );
+    }
+
+    /// Mounts secrets engine `kind` at `<path>` with `options` (e.g.
+    /// `{"version":"2"}` for KV v2).
+    pub fn enable_secrets(&self, path: &str, kind: &str, options: Value) {
+        self.write(
+            &format!("sys/mounts/{}", path.trim_matches('/')),
+            json!({ "type": kind, "options": options }),
+        );
+    }
+
+    /// Creates or replaces ACL policy `name`.
+    pub fn put_policy(&self, name: &str, hcl: &str) {
+        let resp = self.request(
+            "PUT",
+            &format!("sys/policies/acl/{name}"),
+            Some(&json!({ "policy": hcl })),
+        );
+        self.expect_ok("PUT", &format!("sys/policies/acl/{name}"), resp);
+    }
+
+    /// Writes a KV v2 secret. `path` is the API path including `data/`,
+    /// e.g. `secret/data/app`; `data` is the secret's key/value object.
+    /// Returns the response `data` (holds `version`).
+    pub fn kv_put(&self, path: &str, data: Value) -> Value {
+        assert!(
+            path.trim_start_matches('/').split('/').nth(1) == Some("data"),
+            "kv_put wants a KV v2 API path like `secret/data/app`, got {path:?}"
+        );
+        let v = self.write(path, json!({ "data": data }));
+        v["data"].clone()
+    }
+
+    /// Configures the JWT auth method mounted at `auth/<mount>` to trust
+    /// tokens signed by `pubkey_pem` (SPKI PEM) and issued by the
+    /// Kubernetes issuer [`super::jwt::ISSUER`].
+    pub fn configure_jwt(&self, mount: &str, pubkey_pem: &str) {
+        self.write(
+            &format!("auth/{}/config", mount.trim_matches('/')),
+            json!({
+                "jwt_validation_pubkeys": [pubkey_pem],
+                "bound_issuer": super::jwt::ISSUER,
+            }),
+        );
+    }
+
+    /// A JWT role: `role_type` jwt, `user_claim` sub, the given bound
+    /// subject and audience, `token_ttl` 1h, `token_policies`.
+    pub fn jwt_role(
+        &self,
+        mount: &str,
+        role: &str,
+        bound_subject: &str,
+        audience: &str,
+        policies: &[&str],
+    ) {
+        self.write(
+            &format!("auth/{}/role/{role}", mount.trim_matches('/')),
+            json!({
+                "role_type": "jwt",
+                "user_claim": "sub",
+                "bound_subject": bound_subject,
+                "bound_audiences": [audience],
+                "token_ttl": "1h",
+                "token_policies": policies,
+            }),
+        );
+    }
+
+    /// `POST auth/<mount>/login {"role", "jwt"}` without a token. Does not
+    /// check the status (tests assert success or the 400/403 rejection).
+    pub fn jwt_login(&self, mount: &str, role: &str, jwt: &str) -> http::Response {
+        self.request_as(
+            None,
+            "POST",
+            &format!("auth/{}/login", mount.trim_matches('/')),
+            Some(&json!({ "role": role, "jwt": jwt })),
+        )
+    }
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        self.reaper = None;
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- OpenBao log ({}), last 50 lines ----\n{}\n---- end of OpenBao log ----",
+                self.log_path.display(),
+                tail(&self.log_text(), 50)
+            );
+        }
+    }
+}
+
+/// A port P on 127.0.0.1 with P and P+1 both free a moment ago (the dev
+/// server's cluster listener takes API port + 1).
+fn free_port_pair() -> u16 {
+    for _ in 0..50 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let p = l.local_addr().unwrap().port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
