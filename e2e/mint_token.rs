@@ -11,7 +11,9 @@ use serde_json::json;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 5 {
-        return Err("usage: mint-token NAMESPACE SERVICE_ACCOUNT POD POD_UID AUDIENCE [TTL_SECONDS]".into());
+        return Err(
+            "usage: mint-token NAMESPACE SERVICE_ACCOUNT POD POD_UID AUDIENCE [TTL_SECONDS]".into(),
+        );
     }
     let (ns, sa, pod, uid, aud) = (&args[0], &args[1], &args[2], &args[3], &args[4]);
     let ttl: i64 = args.get(5).map(|s| s.parse()).transpose()?.unwrap_or(3600);
@@ -29,7 +31,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "serviceaccount": {"name": sa, "uid": "00000000-0000-4000-8000-000000000001"},
         },
     });
-    let key_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sa-signing-key.pem");
+    let key_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/sa-signing-key.pem"
+    );
     let key = EncodingKey::from_rsa_pem(&std::fs::read(key_path)?)?;
     println!("{}", encode(&Header::new(Algorithm::RS256), &claims, &key)?);
     Ok(())

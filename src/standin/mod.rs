@@ -167,10 +167,11 @@ pub async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>, 
         .max_decoding_message_size(crate::mount::MAX_RESPONSE_BYTES))
 }
 
+/// Files to write and (object id, version) pairs.
+pub type Checked = (Vec<atomic::Payload>, Vec<(String, String)>);
+
 /// Checks a response as the driver does and turns it into payloads.
-pub fn check_response(
-    resp: MountResponse,
-) -> Result<(Vec<atomic::Payload>, Vec<(String, String)>), Error> {
+pub fn check_response(resp: MountResponse) -> Result<Checked, Error> {
     if let Some(e) = &resp.error
         && !e.code.is_empty()
     {

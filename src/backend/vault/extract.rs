@@ -56,7 +56,7 @@ pub fn extract(object: &Object, response: &Value) -> Result<Vec<u8>, ExtractErro
 }
 
 fn decode_hex(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return None;
     }
     raw.chunks(2)

@@ -132,9 +132,12 @@ pub struct VaultBackend {
 struct Inner {
     config: Config,
     metrics: Arc<Metrics>,
-    clients: Mutex<HashMap<(String, Option<String>), Arc<VaultClient>>>,
+    /// One HTTP client (connection pool) per (address, namespace).
+    clients: Mutex<HashMap<ClientKey, Arc<VaultClient>>>,
     logins: Mutex<HashMap<LoginKey, Arc<tokio::sync::Mutex<Option<CachedLogin>>>>>,
 }
+
+type ClientKey = (String, Option<String>);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LoginKey {
