@@ -87,6 +87,27 @@ pub struct BackendArgs {
     /// Default Vault namespace (Enterprise / OpenBao namespaces).
     #[arg(long, env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
+    /// Default CA certificate file (PEM) to verify Vault's TLS certificate.
+    #[arg(long, env = "VAULT_CACERT")]
+    pub vault_ca_cert: Option<String>,
+    /// Default directory of CA certificates (PEM); ignored when --vault-ca-cert is set.
+    #[arg(long, env = "VAULT_CAPATH")]
+    pub vault_ca_path: Option<String>,
+    /// Default name to verify Vault's certificate against (SNI override).
+    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
+    pub vault_tls_server_name: Option<String>,
+    /// Default client certificate (PEM) for mutual TLS with Vault.
+    #[arg(long, env = "VAULT_CLIENT_CERT", requires = "vault_client_key")]
+    pub vault_client_cert: Option<String>,
+    /// Default client key (PEM) for mutual TLS with Vault.
+    #[arg(long, env = "VAULT_CLIENT_KEY", requires = "vault_client_cert")]
+    pub vault_client_key: Option<String>,
+    /// Skip verification of Vault's certificate (testing only).
+    #[arg(long, env = "VAULT_SKIP_VERIFY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    pub vault_skip_verify: bool,
+    /// Most cached Vault logins, and most cached dynamic responses (leases, certificates).
+    #[arg(long, env = "COFFER_CACHE_SIZE", default_value_t = 1000)]
+    pub cache_size: usize,
     /// Timeout of one HTTP request to Vault.
     #[arg(long, env = "COFFER_VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub vault_request_timeout: Duration,

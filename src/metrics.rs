@@ -23,6 +23,12 @@ struct ProviderLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    cache: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
     backend: String,
     operation: String,
@@ -43,6 +49,7 @@ pub struct Metrics {
     backend_requests: Family<BackendLabels, Counter>,
     backend_duration: Family<BackendLabels, Histogram, fn() -> Histogram>,
     authority_rewrites: Counter<u64, AtomicU64>,
+    cache_lookups: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,6 +79,12 @@ impl Metrics {
                 duration_histogram as fn() -> Histogram,
             );
         let authority_rewrites = Counter::default();
+        let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by cache (vault_login, vault_dynamic, ...) and result (hit, miss)",
+            cache_lookups.clone(),
+        );
         registry.register(
             "mounts",
             "Mount calls by provider socket and gRPC code",
@@ -110,6 +123,7 @@ impl Metrics {
             backend_requests,
             backend_duration,
             authority_rewrites,
+            cache_lookups,
         }
     }
 
@@ -148,6 +162,16 @@ impl Metrics {
         self.backend_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn cache_lookup(&self, cache: &str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache_lookups
+            .get_or_create(&CacheLabels {
+                cache: cache.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn authority_rewritten(&self, n: u64) {

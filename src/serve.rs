@@ -32,13 +32,24 @@ pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
     #[cfg(feature = "vault")]
     {
         use crate::backend::vault;
+        let none_if_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
         let config = vault::Config {
             defaults: vault::params::Defaults {
-                address: args.vault_addr.clone().filter(|a| !a.is_empty()),
+                address: none_if_empty(&args.vault_addr),
                 auth_mount: args.vault_auth_mount.clone(),
-                namespace: args.vault_namespace.clone().filter(|n| !n.is_empty()),
+                namespace: none_if_empty(&args.vault_namespace),
+                tls: vault::tls::Tls {
+                    ca_cert: none_if_empty(&args.vault_ca_cert),
+                    ca_dir: none_if_empty(&args.vault_ca_path),
+                    server_name: none_if_empty(&args.vault_tls_server_name),
+                    client_cert: none_if_empty(&args.vault_client_cert),
+                    client_key: none_if_empty(&args.vault_client_key),
+                    skip_verify: args.vault_skip_verify,
+                },
             },
             request_timeout: args.vault_request_timeout,
+            cache_size: args.cache_size,
+            parallel_reads: 8,
         };
         backends.add(Arc::new(vault::VaultBackend::new(config, metrics)));
     }

@@ -5,13 +5,14 @@
 
 pub mod extract;
 pub mod params;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::{StreamExt, stream};
 use rustify::endpoint::Endpoint;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use serde_json::Value;
@@ -113,6 +114,10 @@ pub struct Config {
     pub defaults: Defaults,
     /// Timeout of one HTTP request to Vault.
     pub request_timeout: Duration,
+    /// Most cached logins, and most cached dynamic responses.
+    pub cache_size: usize,
+    /// Most requests of one mount in flight at once.
+    pub parallel_reads: usize,
 }
 
 impl Default for Config {
@@ -120,6 +125,8 @@ impl Default for Config {
         Self {
             defaults: Defaults::default(),
             request_timeout: Duration::from_secs(30),
+            cache_size: 1000,
+            parallel_reads: 8,
         }
     }
 }
@@ -132,12 +139,27 @@ pub struct VaultBackend {
 struct Inner {
     config: Config,
     metrics: Arc<Metrics>,
-    /// One HTTP client (connection pool) per (address, namespace).
+    /// One HTTP client (connection pool) per (address, namespace, TLS).
     clients: Mutex<HashMap<ClientKey, Arc<VaultClient>>>,
     logins: Mutex<HashMap<LoginKey, Arc<tokio::sync::Mutex<Option<CachedLogin>>>>>,
+    /// Dynamic responses (leases, certificates) per pod and request.
+    responses: Mutex<HashMap<ResponseKey, CachedResponse>>,
 }
 
-type ClientKey = (String, Option<String>);
+type ClientKey = (String, Option<String>, tls::Tls);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ResponseKey {
+    pod_uid: String,
+    connection: Connection,
+    read: ReadKey,
+}
+
+/// A dynamic response kept as bytes (zeroed on drop) until it is too old to reuse.
+struct CachedResponse {
+    body: SecretBytes,
+    reuse_until: Instant,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct LoginKey {
@@ -159,6 +181,7 @@ impl VaultBackend {
                 metrics,
                 clients: Mutex::new(HashMap::new()),
                 logins: Mutex::new(HashMap::new()),
+                responses: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -252,12 +275,17 @@ impl Fetch for VaultFetch {
         }
 
         let (token, cached) = self.inner.login(&key, &client, jwt).await?;
-        let mut results = join_all(
-            reads
-                .iter()
-                .map(|(rk, o)| self.inner.read(&client, conn, &token, rk, &o.name)),
-        )
-        .await;
+        let pod_uid = ctx.pod.uid.as_str();
+        let limit = self.inner.config.parallel_reads.max(1);
+        let (inner, client_ref, token_ref, reads_ref) = (&self.inner, &*client, &token, &reads);
+        let mut results: Vec<Result<Value, Error>> = stream::iter(0..reads.len())
+            .map(move |i| {
+                let (rk, o) = &reads_ref[i];
+                inner.read_reusing(pod_uid, client_ref, conn, token_ref, rk, &o.name)
+            })
+            .buffered(limit)
+            .collect()
+            .await;
         // A cached token may have been revoked or expired early: log in once more.
         if cached
             && results
@@ -268,7 +296,10 @@ impl Fetch for VaultFetch {
             let (fresh, _) = self.inner.login(&key, &client, jwt).await?;
             for (i, (rk, o)) in reads.iter().enumerate() {
                 if matches!(results[i], Err(Error::Read { code: 403, .. })) {
-                    results[i] = self.inner.read(&client, conn, &fresh, rk, &o.name).await;
+                    results[i] = self
+                        .inner
+                        .read_reusing(pod_uid, &client, conn, &fresh, rk, &o.name)
+                        .await;
                 }
             }
         }
@@ -297,7 +328,11 @@ impl Fetch for VaultFetch {
 
 impl Inner {
     fn client(&self, conn: &Connection) -> Result<Arc<VaultClient>, Error> {
-        let key = (conn.address.clone(), conn.namespace.clone());
+        let key = (
+            conn.address.clone(),
+            conn.namespace.clone(),
+            conn.tls.clone(),
+        );
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
@@ -313,11 +348,31 @@ impl Inner {
             .token("")
             .ca_certs(Vec::new())
             .identity(None)
-            .verify(true)
+            .verify(!conn.tls.skip_verify)
             .timeout(Some(self.config.request_timeout))
             .namespace(conn.namespace.clone());
         let settings = builder.build().map_err(|e| bad(e.to_string()))?;
-        let client = Arc::new(VaultClient::new(settings).map_err(|e| bad(e.to_string()))?);
+        let client = if conn.tls.is_default() {
+            VaultClient::new(settings).map_err(|e| bad(e.to_string()))?
+        } else {
+            let config = tls::client_config(&conn.tls).map_err(bad)?;
+            let http = reqwest::Client::builder()
+                .tls_backend_preconfigured(config)
+                .timeout(self.config.request_timeout)
+                .build()
+                .map_err(|e| bad(e.to_string()))?;
+            VaultClient {
+                http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
+                middle: EndpointMiddleware {
+                    token: String::new(),
+                    version: "v1".into(),
+                    wrap: None,
+                    namespace: settings.namespace.clone(),
+                },
+                settings,
+            }
+        };
+        let client = Arc::new(client);
         if clients.len() >= 256 {
             clients.clear();
         }
@@ -335,7 +390,7 @@ impl Inner {
     ) -> Result<(Token, bool), Error> {
         let slot = {
             let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-            if logins.len() >= 4096 {
+            if logins.len() >= self.config.cache_size.max(1) {
                 logins.retain(|_, slot| {
                     Arc::strong_count(slot) > 1
                         || slot.try_lock().is_ok_and(|l| {
@@ -349,8 +404,10 @@ impl Inner {
         if let Some(cached) = guard.as_ref()
             && cached.valid_until > Instant::now()
         {
+            self.metrics.cache_lookup("vault_login", true);
             return Ok((cached.token.clone(), true));
         }
+        self.metrics.cache_lookup("vault_login", false);
         let conn = &key.connection;
         let session = Session::new(client, None);
         let started = Instant::now();
@@ -426,6 +483,61 @@ impl Inner {
         }
     }
 
+    /// Reads, reusing a dynamic response of the same pod and request while
+    /// less than two thirds of its lifetime has passed: the driver's
+    /// republish every minute must not issue a new certificate each time.
+    async fn read_reusing(
+        &self,
+        pod_uid: &str,
+        client: &VaultClient,
+        conn: &Connection,
+        token: &Token,
+        rk: &ReadKey,
+        object: &str,
+    ) -> Result<Value, Error> {
+        let key = ResponseKey {
+            pod_uid: pod_uid.to_owned(),
+            connection: conn.clone(),
+            read: rk.clone(),
+        };
+        let reusable = {
+            let responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+            responses
+                .get(&key)
+                .filter(|c| c.reuse_until > Instant::now())
+                .and_then(|c| serde_json::from_slice::<Value>(c.body.expose()).ok())
+        };
+        if let Some(value) = reusable {
+            self.metrics.cache_lookup("vault_dynamic", true);
+            return Ok(value);
+        }
+        let value = self.read(client, conn, token, rk, object).await?;
+        if let Some(lifetime) = dynamic_lifetime(rk.method, &value) {
+            self.metrics.cache_lookup("vault_dynamic", false);
+            let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if responses.len() >= self.config.cache_size.max(1) {
+                responses.retain(|_, c| c.reuse_until > now);
+                if responses.len() >= self.config.cache_size.max(1)
+                    && let Some(victim) = responses
+                        .iter()
+                        .min_by_key(|(_, c)| c.reuse_until)
+                        .map(|(k, _)| k.clone())
+                {
+                    responses.remove(&victim);
+                }
+            }
+            responses.insert(
+                key,
+                CachedResponse {
+                    body: SecretBytes::new(serde_json::to_vec(&value).unwrap_or_default()),
+                    reuse_until: now + lifetime.mul_f64(2.0 / 3.0),
+                },
+            );
+        }
+        Ok(value)
+    }
+
     async fn read(
         &self,
         client: &VaultClient,
@@ -462,6 +574,33 @@ impl Inner {
             }
         })
     }
+}
+
+/// How long a dynamic response lives: its lease, or a certificate's
+/// `expiration`. `None` for static data (KV), which is always read fresh.
+fn dynamic_lifetime(method: Method, response: &Value) -> Option<Duration> {
+    let lease_id = response
+        .get("lease_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let lease = response
+        .get("lease_duration")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if !lease_id.is_empty() && lease > 0 {
+        return Some(Duration::from_secs(lease));
+    }
+    if method == Method::Get {
+        return None;
+    }
+    if let Some(expiration) = response.pointer("/data/expiration").and_then(Value::as_i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        return (expiration > now).then(|| Duration::from_secs((expiration - now) as u64));
+    }
+    (lease > 0).then(|| Duration::from_secs(lease))
 }
 
 fn outcome<T>(result: &Result<T, ClientError>) -> &'static str {

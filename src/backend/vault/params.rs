@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::Error;
+use super::tls::Tls;
 use crate::backend::Dialect;
 use crate::mount::request::Parameters;
 
@@ -15,6 +16,7 @@ pub struct Defaults {
     pub address: Option<String>,
     pub auth_mount: String,
     pub namespace: Option<String>,
+    pub tls: Tls,
 }
 
 impl Default for Defaults {
@@ -23,6 +25,7 @@ impl Default for Defaults {
             address: None,
             auth_mount: "kubernetes".into(),
             namespace: None,
+            tls: Tls::default(),
         }
     }
 }
@@ -35,6 +38,7 @@ pub struct Connection {
     pub auth_mount: String,
     pub role: String,
     pub audience: String,
+    pub tls: Tls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -171,6 +175,39 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
             }
         });
 
+    let mut tls = defaults.tls.clone();
+    let path_param = |suffix: &str| lookup(params, dialect, suffix).map(|(v, _)| v.to_owned());
+    if let Some((raw, name)) = lookup(params, dialect, "SkipTLSVerify") {
+        tls.skip_verify = parse_bool(raw).ok_or_else(|| Error::Param {
+            name: "vaultSkipTLSVerify",
+            reason: format!("({name}) {raw:?} is not a boolean (true/false, 1/0, t/f)"),
+        })?;
+    }
+    if let Some(ca) = path_param("CACertPath") {
+        tls.ca_cert = Some(ca);
+        tls.ca_dir = None;
+    }
+    if let Some(dir) = path_param("CADirectory") {
+        tls.ca_dir = Some(dir);
+    }
+    if let Some(name) = path_param("TLSServerName") {
+        tls.server_name = Some(name);
+    }
+    let (cert, key) = (
+        path_param("TLSClientCertPath"),
+        path_param("TLSClientKeyPath"),
+    );
+    if cert.is_some() || key.is_some() {
+        if cert.is_none() || key.is_none() {
+            return Err(Error::Param {
+                name: "vaultTLSClientCertPath",
+                reason: "and vaultTLSClientKeyPath must be set together".into(),
+            });
+        }
+        tls.client_cert = cert;
+        tls.client_key = key;
+    }
+
     let (objects, warnings) = parse_objects(params.get("objects").unwrap_or(""))?;
     Ok(Spc {
         connection: Connection {
@@ -179,6 +216,7 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
             auth_mount,
             role: role.to_owned(),
             audience,
+            tls,
         },
         objects,
         warnings,
@@ -314,6 +352,15 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
         });
     }
     Ok((objects, warnings))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
 }
 
 /// `0600` (YAML 1.1 octal, read by serde_yaml as a string), `0o600`, or an integer.
@@ -557,6 +604,80 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("--vault-addr"));
+    }
+
+    #[test]
+    fn tls_parameters_overlay_the_defaults() {
+        let d = Defaults {
+            address: Some("https://v".into()),
+            tls: Tls {
+                ca_dir: Some("/etc/ca".into()),
+                skip_verify: true,
+                ..Tls::default()
+            },
+            ..Defaults::default()
+        };
+        let spc = parse(
+            &params(&[
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultCACertPath", "/ca.pem"),
+                ("vaultSkipTLSVerify", "false"),
+                ("vaultTLSServerName", "vault.internal"),
+                ("vaultTLSClientCertPath", "/c.pem"),
+                ("vaultTLSClientKeyPath", "/k.pem"),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        let tls = spc.connection.tls;
+        assert_eq!(tls.ca_cert.as_deref(), Some("/ca.pem"));
+        assert_eq!(tls.ca_dir, None);
+        assert!(!tls.skip_verify);
+        assert_eq!(tls.server_name.as_deref(), Some("vault.internal"));
+        assert_eq!(tls.client_key.as_deref(), Some("/k.pem"));
+        let unchanged = parse(
+            &params(&[("roleName", "r"), ("objects", OBJECTS)]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        assert!(unchanged.connection.tls.skip_verify);
+        let err = parse(
+            &params(&[
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultSkipTLSVerify", "yes"),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"yes\""), "{err}");
+        let err = parse(
+            &params(&[
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultTLSClientKeyPath", "/k"),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("together"), "{err}");
+        let bao = parse(
+            &params(&[
+                ("baoRoleName", "r"),
+                ("objects", OBJECTS),
+                ("baoCACertPath", "/b.pem"),
+                ("vaultCACertPath", "/v.pem"),
+            ]),
+            Dialect::OpenBao,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(bao.connection.tls.ca_cert.as_deref(), Some("/b.pem"));
     }
 
     #[test]
