@@ -44,12 +44,19 @@ bao auth enable jwt >/dev/null
 bao write auth/jwt/config jwt_validation_pubkeys=@tests/fixtures/sa-signing-key.pub.pem >/dev/null
 bao policy write demo - >/dev/null <<'POLICY'
 path "secret/data/demo/*" { capabilities = ["read"] }
+path "pki/issue/demo" { capabilities = ["update"] }
 POLICY
 bao write auth/jwt/role/demo role_type=jwt user_claim=sub bound_audiences=vault \
     bound_subject=system:serviceaccount:demo:web token_policies=demo token_ttl=1h >/dev/null
 echo "==> seeding secret/demo/db and secret/demo/app"
 bao kv put -mount=secret demo/db username=app password='demo-only-password' >/dev/null
-bao kv put -mount=secret demo/app settings='{"featureFlags":{"beta":true},"logLevel":"info"}' >/dev/null
+bao kv put -mount=secret demo/app settings='{"featureFlags":{"beta":true},"logLevel":"info"}' \
+    signingKeyB64="$(printf 'demo-binary-\001\002\003' | base64)" >/dev/null
+echo "==> PKI engine with a demo root CA and role demo"
+bao secrets enable pki >/dev/null
+bao secrets tune -max-lease-ttl=87600h pki >/dev/null
+bao write -field=certificate pki/root/generate/internal common_name=demo-root-ca ttl=8760h >/dev/null
+bao write pki/roles/demo allowed_domains=demo.example.com allow_subdomains=true max_ttl=72h >/dev/null
 
 HEALTH="127.0.0.1:$(free_port)"
 echo "==> coffer serve (socket $RUN/sockets/coffer.sock, health $HEALTH)"
@@ -69,5 +76,11 @@ echo "==> the volume, as the pod sees it (driver atomic-writer layout)"
 (cd "$RUN/volume" && find . -mindepth 1 -maxdepth 1 -printf '%M %p -> %l\n' | sort && find -L . -path './..*' -prune -o -type f -printf '%M %5s %p\n' | sort)
 echo "==> demo contents (demo data only; coffer itself never prints contents)"
 for f in db-username config/app.json; do printf '%s: %s\n' "$f" "$(cat "$RUN/volume/$f")"; done
+printf 'signing.key (base64-decoded, %s bytes): %s\n' "$(wc -c <"$RUN/volume/signing.key")" "$(od -An -c "$RUN/volume/signing.key" | tr -s ' ')"
+printf 'tls/tls.crt: %s\n' "$(head -1 "$RUN/volume/tls/tls.crt")"
+echo "==> mount again, as the driver's republish does: same files, same versions (the certificate is reused)"
+"$COFFER" mount --spc examples/demo/secretproviderclass.yaml --socket-dir "$RUN/sockets" \
+    --pod-name web-0 --pod-namespace demo --pod-uid "$POD_UID" --service-account web \
+    --token "vault=$RUN/token" --out "$RUN/volume" | head -1
 echo "==> coffer log (no secret values, no tokens)"
 cat "$RUN/coffer.log"

@@ -93,7 +93,7 @@ pub struct BackendArgs {
     /// Default directory of CA certificates (PEM); ignored when --vault-ca-cert is set.
     #[arg(long, env = "VAULT_CAPATH")]
     pub vault_ca_path: Option<String>,
-    /// Default name to verify Vault's certificate against (SNI override).
+    /// Default name to verify Vault's certificate against (instead of the address's host).
     #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
     pub vault_tls_server_name: Option<String>,
     /// Default client certificate (PEM) for mutual TLS with Vault.
@@ -149,6 +149,9 @@ pub struct MountArgs {
     /// KEY=VALUE volume attribute (repeatable); overrides SPC parameters, as in the driver.
     #[arg(long = "volume-attribute", value_parser = parse_kv)]
     pub volume_attributes: Vec<(String, String)>,
+    /// Largest response accepted, like the driver's --max-call-recv-msg-size.
+    #[arg(long, default_value_t = crate::mount::MAX_RESPONSE_BYTES)]
+    pub max_call_recv_msg_size: usize,
     /// Deadline of the call (kubelet uses 2m).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub timeout: Duration,

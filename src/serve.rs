@@ -62,9 +62,11 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
     // Other crates stay at warn whatever coffer's level: their debug output
     // can include request details that must never reach a log.
     let filter = tracing_subscriber::EnvFilter::new(format!("warn,coffer={level}"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Json => builder
             .json()
@@ -161,6 +163,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         "shutting down: no new connections, draining mounts"
     );
     let _ = stop_tx.send(true);
+    // Mounts still waiting for a slot get UNAVAILABLE, which the driver retries.
+    permits.close();
     let drain = futures_util::future::join_all(servers);
     if tokio::time::timeout(args.shutdown_grace, drain)
         .await

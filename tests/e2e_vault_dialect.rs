@@ -770,7 +770,7 @@ async fn tls_ca_file_ca_directory_server_name_skip_verify_and_client_certificate
         assert!(
             matches!(
                 err.code(),
-                tonic::Code::Unavailable | tonic::Code::InvalidArgument
+                tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument
             ),
             "{extra:?}: {:?} {}",
             err.code(),

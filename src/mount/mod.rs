@@ -139,6 +139,14 @@ impl Mounter {
         req: &request::MountRequest,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
         let plan = self.backends.plan(provider, &req.params)?;
+        tracing::debug!(
+            provider,
+            backend = plan.backend,
+            objects = plan.files.len(),
+            pod.namespace = %req.pod.namespace,
+            pod.name = %req.pod.name,
+            "planned"
+        );
         for warning in &plan.warnings {
             tracing::warn!(
                 pod.namespace = %req.pod.namespace,

@@ -1,9 +1,10 @@
 //! `:authority` normalisation below tonic.
 //!
 //! Drivers up to v1.5 dial the provider with grpc-go's `Dial(socketPath)`,
-//! which puts the socket *path* into the HTTP/2 `:authority`; gRPC-core
-//! clients send it percent-encoded. h2 (under tonic) refuses both as
-//! malformed and resets the stream. Driver v1.6 sends `localhost`.
+//! which puts the socket *path* into the HTTP/2 `:authority`; h2 (under
+//! tonic) refuses it as malformed and resets the stream. Driver v1.6 sends
+//! `localhost`. gRPC-core clients (grpcio) send the path percent-encoded,
+//! which is a valid authority and passes through unchanged.
 //!
 //! [`NormalizeAuthority`] wraps the accepted Unix stream and rewrites, in
 //! the client → server direction only, every HTTP/2 header block: it is
@@ -39,13 +40,6 @@ const MAX_BLOCK_BYTES: usize = 256 * 1024;
 const MAX_DECODED_BYTES: usize = 1024 * 1024;
 /// Largest frame payload RFC 9113 allows at all.
 const MAX_FRAME_PAYLOAD: usize = (1 << 24) - 1;
-
-/// Which form of `:authority` a connection's requests used (for logs and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthorityForm {
-    Valid,
-    Rewritten,
-}
 
 /// A stream whose inbound HTTP/2 header blocks get a valid `:authority`.
 pub struct NormalizeAuthority<S> {

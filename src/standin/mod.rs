@@ -149,6 +149,14 @@ pub fn default_uid(namespace: &str, name: &str) -> String {
 
 /// Connects like the driver: plaintext HTTP/2 over the socket, `:authority: localhost`.
 pub async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>, Error> {
+    connect_with_limit(socket, crate::mount::MAX_RESPONSE_BYTES).await
+}
+
+/// [`connect`] with the driver's receive limit set to `limit` bytes.
+pub async fn connect_with_limit(
+    socket: &Path,
+    limit: usize,
+) -> Result<CsiDriverProviderClient<Channel>, Error> {
     let path = socket.to_owned();
     let channel = Endpoint::from_static("http://localhost")
         .connect_timeout(Duration::from_secs(10))
@@ -163,8 +171,7 @@ pub async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>, 
             socket: socket.to_owned(),
             source,
         })?;
-    Ok(CsiDriverProviderClient::new(channel)
-        .max_decoding_message_size(crate::mount::MAX_RESPONSE_BYTES))
+    Ok(CsiDriverProviderClient::new(channel).max_decoding_message_size(limit))
 }
 
 /// Files to write and (object id, version) pairs.
@@ -266,7 +273,7 @@ async fn mount(args: MountArgs) -> Result<String, Error> {
         .socket
         .clone()
         .unwrap_or_else(|| args.socket_dir.join(format!("{}.sock", spc.provider)));
-    let mut client = connect(&socket).await?;
+    let mut client = connect_with_limit(&socket, args.max_call_recv_msg_size).await?;
     let mut req = tonic::Request::new(request);
     req.set_timeout(args.timeout);
     let resp = client

@@ -403,8 +403,10 @@ impl Inner {
         let mut guard = slot.lock().await;
         if let Some(cached) = guard.as_ref()
             && cached.valid_until > Instant::now()
+            && self.config.cache_size > 0
         {
             self.metrics.cache_lookup("vault_login", true);
+            tracing::debug!(vault = %key.connection.address, role = %key.connection.role, "vault login cache hit");
             return Ok((cached.token.clone(), true));
         }
         self.metrics.cache_lookup("vault_login", false);
@@ -457,6 +459,14 @@ impl Inner {
         } else {
             lease.mul_f64(0.8)
         };
+        tracing::debug!(
+            vault = %conn.address,
+            auth_mount = %conn.auth_mount,
+            role = %conn.role,
+            subject = %key.subject,
+            lease_s = lease.as_secs(),
+            "vault login"
+        );
         let token = Token::new(auth.client_token);
         *guard = Some(CachedLogin {
             token: token.clone(),
@@ -509,10 +519,13 @@ impl Inner {
         };
         if let Some(value) = reusable {
             self.metrics.cache_lookup("vault_dynamic", true);
+            tracing::debug!(path = %rk.path, object, "reusing a dynamic response");
             return Ok(value);
         }
         let value = self.read(client, conn, token, rk, object).await?;
-        if let Some(lifetime) = dynamic_lifetime(rk.method, &value) {
+        if let Some(lifetime) =
+            dynamic_lifetime(rk.method, &value).filter(|_| self.config.cache_size > 0)
+        {
             self.metrics.cache_lookup("vault_dynamic", false);
             let mut responses = self.responses.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -627,7 +640,24 @@ fn join_errors(errors: &[String]) -> String {
 fn classify(e: &ClientError) -> (ErrorKind, String) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            // A certificate problem is configuration: retrying will not help.
+            return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));
+        }
         if let Some(re) = err.downcast_ref::<reqwest::Error>() {
+            if let Some(tls) = find_source::<rustls::Error>(re) {
+                return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));
+            }
+            // The TLS connector does not always expose rustls' error as a
+            // source; its message is still the root cause.
+            let cause = root_cause(re);
+            let lower = cause.to_ascii_lowercase();
+            if lower.contains("certificate")
+                || lower.contains("received fatal alert")
+                || lower.contains("handshake")
+            {
+                return (ErrorKind::FailedPrecondition, format!("TLS: {cause}"));
+            }
             if re.is_timeout() {
                 return (
                     ErrorKind::DeadlineExceeded,
@@ -673,6 +703,26 @@ fn classify(e: &ClientError) -> (ErrorKind, String) {
         } => (ErrorKind::Internal, "the response is not JSON".into()),
         other => (ErrorKind::Internal, other.to_string()),
     }
+}
+
+fn find_source<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        // rustls errors arrive wrapped in io::Error by the TLS connector.
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(found) = inner.downcast_ref::<T>()
+        {
+            return Some(found);
+        }
+        current = err.source();
+    }
+    None
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

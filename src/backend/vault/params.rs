@@ -155,12 +155,23 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
         (Some((_, a)), Some((_, b))) => {
             return Err(Error::Param {
                 name: "vaultAuthMountPath",
-                reason: format!("cannot be set together with {a} (both set {b} and {a})"),
+                reason: format!("({b}) cannot be set together with {a}: choose one auth mount"),
             });
         }
         (Some((v, _)), None) | (None, Some((v, _))) => v.to_owned(),
         (None, None) => defaults.auth_mount.clone(),
     };
+    // `auth/jwt`, `/jwt/` and `jwt` all mean the mount at auth/jwt.
+    let auth_mount = {
+        let trimmed = auth_mount.trim_matches('/');
+        trimmed.strip_prefix("auth/").unwrap_or(trimmed).to_owned()
+    };
+    if auth_mount.is_empty() || auth_mount.split('/').any(|e| e == ".." || e.is_empty()) {
+        return Err(Error::Param {
+            name: "vaultAuthMountPath",
+            reason: format!("{auth_mount:?} is not an auth mount path"),
+        });
+    }
     let namespace = lookup(params, dialect, "Namespace")
         .map(|(v, _)| v.to_owned())
         .or_else(|| defaults.namespace.clone());
@@ -208,7 +219,33 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
         tls.client_key = key;
     }
 
-    let (objects, warnings) = parse_objects(params.get("objects").unwrap_or(""))?;
+    let (objects, mut warnings) = parse_objects(params.get("objects").unwrap_or(""))?;
+    const KNOWN: [&str; 11] = [
+        "Address",
+        "Namespace",
+        "KubernetesMountPath",
+        "AuthMountPath",
+        "SkipTLSVerify",
+        "CACertPath",
+        "CADirectory",
+        "TLSServerName",
+        "TLSClientCertPath",
+        "TLSClientKeyPath",
+        "RoleName",
+    ];
+    for key in params.keys() {
+        let suffix = ["openbao", "bao", "vault"]
+            .iter()
+            .find_map(|p| key.strip_prefix(p));
+        if let Some(suffix) = suffix
+            && suffix.starts_with(|c: char| c.is_ascii_uppercase())
+            && !KNOWN.contains(&suffix)
+        {
+            warnings.push(format!(
+                "unknown parameter {key:?} is ignored (a typo of a vault* parameter?)"
+            ));
+        }
+    }
     Ok(Spc {
         connection: Connection {
             address,
@@ -324,6 +361,16 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
                 }
             },
         };
+        if key.is_none() && encoding != Encoding::Utf8 {
+            warnings.push(format!("object {name:?}: encoding applies only with secretKey; the whole response is written as JSON"));
+        }
+        if let Some(m) = mode
+            && m > 0o777
+        {
+            return Err(bad(format!(
+                "filePermission {m} is above 0777 (decimal {m} = octal {m:o}); write the mode in octal with a leading zero, e.g. 0600"
+            )));
+        }
         objects.push(Object {
             name,
             path,
@@ -678,6 +725,69 @@ mod tests {
         )
         .unwrap();
         assert_eq!(bao.connection.tls.ca_cert.as_deref(), Some("/b.pem"));
+    }
+
+    #[test]
+    fn misspelt_vault_parameters_are_warnings() {
+        let d = Defaults {
+            address: Some("http://x".into()),
+            ..Defaults::default()
+        };
+        let spc = parse(
+            &params(&[
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultAdress", "http://y"),
+                ("vaultCAPem", "x"),
+                ("vaulted", "x"),
+            ]),
+            Dialect::Vault,
+            &d,
+        )
+        .unwrap();
+        assert_eq!(spc.warnings.len(), 2, "{:?}", spc.warnings);
+        assert!(spc.warnings[0].contains("\"vaultAdress\""));
+    }
+
+    #[test]
+    fn auth_mount_paths_are_normalised() {
+        let d = Defaults {
+            address: Some("http://x".into()),
+            ..Defaults::default()
+        };
+        for raw in ["jwt", "/jwt/", "auth/jwt", "/auth/jwt"] {
+            let spc = parse(
+                &params(&[
+                    ("roleName", "r"),
+                    ("objects", OBJECTS),
+                    ("vaultAuthMountPath", raw),
+                ]),
+                Dialect::Vault,
+                &d,
+            )
+            .unwrap();
+            assert_eq!(spc.connection.auth_mount, "jwt", "{raw}");
+        }
+        assert!(
+            parse(
+                &params(&[
+                    ("roleName", "r"),
+                    ("objects", OBJECTS),
+                    ("vaultAuthMountPath", "a/../b")
+                ]),
+                Dialect::Vault,
+                &d
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn decimal_modes_get_a_hint() {
+        let err = parse_objects("- {objectName: a, secretPath: x, filePermission: 600}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("leading zero"), "{err}");
     }
 
     #[test]
