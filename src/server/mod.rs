@@ -238,6 +238,9 @@ pub async fn serve(
         conn.map(|s| authority::NormalizeAuthority::new(s).with_metrics(metrics.clone()))
     });
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            undecodable_request_is_invalid_argument as fn(_) -> _,
+        ))
         .add_service(
             CsiDriverProviderServer::new(provider)
                 .max_decoding_message_size(64 * 1024 * 1024)
@@ -245,6 +248,28 @@ pub async fn serve(
         )
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+/// A request that does not decode (a string field that is not UTF-8, a
+/// truncated message) is the caller's error: tonic answers INTERNAL, the
+/// driver should see INVALID_ARGUMENT. The message stays tonic's.
+fn undecodable_request_is_invalid_argument(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = resp.headers();
+    let internal = headers.get("grpc-status").is_some_and(|v| v == "13");
+    let decode = headers
+        .get("grpc-message")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|m| {
+            m.starts_with("failed to decode Protobuf message")
+                || m.starts_with("failed%20to%20decode")
+        });
+    if internal && decode {
+        resp.headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    resp
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod bao;
 pub mod http;
 pub mod jwt;
 pub mod proc;
+pub mod proxy;
 pub mod stub;
 
 use std::io::Read;

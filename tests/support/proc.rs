@@ -182,7 +182,7 @@ impl Coffer {
             "--log-format",
             "json",
             "--log-level",
-            "debug",
+            "trace",
         ] {
             args.push(a.into());
         }
