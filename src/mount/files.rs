@@ -44,6 +44,20 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
 }
 
+/// A name or path as error messages quote it: long ones are cut, so a
+/// hostile 5,000-byte path cannot crowd out the reason.
+pub fn short(s: &str) -> String {
+    const MAX: usize = 96;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
+}
+
 /// Why a path is refused, in the driver's terms; `None` when it is fine.
 pub fn path_problem(path: &str) -> Option<&'static str> {
     if path.is_empty() {
@@ -91,8 +105,8 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
     for file in files {
         if let Some(reason) = path_problem(&file.path) {
             return Err(Error::Path {
-                object: file.object.clone(),
-                path: file.path.clone(),
+                object: short(&file.object),
+                path: short(&file.path),
                 reason,
             });
         }
@@ -100,15 +114,15 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
             && mode > 0o777
         {
             return Err(Error::Mode {
-                object: file.object.clone(),
+                object: short(&file.object),
                 mode,
             });
         }
         if let Some(first) = seen.insert(&file.path, &file.object) {
             return Err(Error::Duplicate {
-                path: file.path.clone(),
-                first: first.to_owned(),
-                second: file.object.clone(),
+                path: short(&file.path),
+                first: short(first),
+                second: short(&file.object),
             });
         }
     }
@@ -119,8 +133,8 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
             if !prefix.is_empty() {
                 if seen.contains_key(prefix.as_str()) {
                     return Err(Error::FileAndDirectory {
-                        file: prefix,
-                        dir: (*path).to_owned(),
+                        file: short(&prefix),
+                        dir: short(path),
                     });
                 }
                 prefix.push('/');

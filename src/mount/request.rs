@@ -153,11 +153,12 @@ impl ServiceAccountTokens {
             present: if self.0.is_empty() {
                 "none".to_owned()
             } else {
-                self.0
-                    .keys()
-                    .map(|k| format!("{k:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                let mut shown: Vec<String> =
+                    self.0.keys().take(10).map(|k| format!("{k:?}")).collect();
+                if self.0.len() > 10 {
+                    shown.push(format!("and {} more", self.0.len() - 10));
+                }
+                shown.join(", ")
             },
         })?;
         let claims = decode_claims(audience, &entry.token)?;

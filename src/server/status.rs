@@ -23,7 +23,7 @@ pub enum Failure {
 impl Failure {
     pub fn into_status(self) -> Status {
         match self {
-            Failure::Mount(e) => Status::new(code(&e), chain(&e)),
+            Failure::Mount(e) => Status::new(code(&e), bounded(chain(&e))),
             Failure::Timeout { after, backend } => Status::deadline_exceeded(format!(
                 "mount did not finish within {:.0?}: backend {backend} is slow or unreachable",
                 after
@@ -57,6 +57,22 @@ fn code(e: &mount::Error) -> Code {
         mount::Error::File(_) => Code::InvalidArgument,
         mount::Error::FetchCount { .. } => Code::Internal,
     }
+}
+
+/// Status messages travel in an HTTP/2 header: keep them well below the
+/// peer's header list limit whatever an error quotes.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+fn bounded(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("… (truncated)");
+    }
+    message
 }
 
 /// "outer: inner: root".
@@ -98,6 +114,15 @@ mod tests {
         }))
         .into_status();
         assert_eq!(st.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn long_messages_are_bounded() {
+        let long = "é".repeat(5000);
+        let st =
+            Failure::Mount(mount::Error::Request(request::Error::Permission(long))).into_status();
+        assert!(st.message().len() <= MAX_MESSAGE_BYTES + 20);
+        assert!(st.message().ends_with("(truncated)"));
     }
 
     #[test]
