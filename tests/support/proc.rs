@@ -343,9 +343,30 @@ impl Drop for Coffer {
                 self.log_path.display(),
                 tail(&self.log_text(), 200)
             );
+        } else {
+            // Every end-to-end test runs coffer at --log-level trace; its
+            // whole output must hold nothing credential- or secret-shaped.
+            let log = self.log_text();
+            for (pattern, what) in LEAK_PATTERNS {
+                assert!(
+                    !log.contains(pattern),
+                    "coffer's log contains {what} ({pattern:?}):\n{}",
+                    tail(&log, 50)
+                );
+            }
         }
     }
 }
+
+/// What must never appear in coffer's output.
+pub const LEAK_PATTERNS: &[(&str, &str)] = &[
+    ("eyJ", "a JWT (ServiceAccount token)"),
+    ("-----BEGIN", "PEM material (a key or certificate)"),
+    ("PRIVATE KEY", "a private key"),
+    ("hvs.", "a Vault token"),
+    ("client_token", "a login response"),
+    ("\"password\"", "a secret's field"),
+];
 
 fn is_socket(p: &Path) -> bool {
     std::fs::metadata(p)
