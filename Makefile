@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test lint fmt-check clippy unit e2e-deps e2e clean-tools
+.PHONY: all build release demo test bench lint fmt-check clippy unit e2e-deps e2e clean-tools
 
 all: build
 
@@ -21,6 +21,11 @@ demo:
 ## test: formatting, lints, unit tests, integration and end-to-end tests against real OpenBao.
 test: fmt-check clippy e2e-deps
 	$(CARGO) test $(CARGO_FLAGS) --all-features -- --include-ignored
+
+## bench: speed and memory against real OpenBao (release build); writes docs/benchmarks.md. Not part of test.
+bench: e2e-deps
+	$(CARGO) build $(CARGO_FLAGS) --release --bin coffer --example bench
+	./target/release/examples/bench
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
