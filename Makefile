@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test bench lint fmt-check clippy unit e2e-deps e2e clean-tools
+.PHONY: all build release demo test bench lint fmt-check clippy unit e2e-deps e2e chart-test clean-tools
 
 all: build
 
@@ -18,8 +18,8 @@ release:
 demo:
 	bash e2e/demo.sh
 
-## test: formatting, lints, unit tests, integration and end-to-end tests against real OpenBao.
-test: fmt-check clippy e2e-deps
+## test: formatting, lints, chart checks, unit tests, integration and end-to-end tests against real OpenBao.
+test: fmt-check clippy chart-test e2e-deps
 	$(CARGO) test $(CARGO_FLAGS) --all-features -- --include-ignored
 
 ## bench: speed and memory against real OpenBao (release build); writes docs/benchmarks.md. Not part of test.
@@ -38,6 +38,10 @@ unit:
 
 e2e-deps:
 	bash e2e/setup.sh
+
+## chart-test: helm lint + helm template of charts/coffer and checks of the rendered manifests.
+chart-test:
+	bash e2e/chart_test.sh
 
 clean-tools:
 	rm -rf e2e/.tools e2e/.run
