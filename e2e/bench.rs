@@ -27,7 +27,10 @@ const NS: &str = "bench";
 const SA: &str = "app";
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn root() -> PathBuf {
@@ -38,14 +41,18 @@ fn tool(key: &str) -> Result<String> {
     if let Ok(v) = std::env::var(key) {
         return Ok(v);
     }
-    let text = std::fs::read_to_string(root().join("e2e/.tools/env")).map_err(|_| "run `bash e2e/setup.sh` first (make bench does)")?;
+    let text = std::fs::read_to_string(root().join("e2e/.tools/env"))
+        .map_err(|_| "run `bash e2e/setup.sh` first (make bench does)")?;
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
         .ok_or_else(|| format!("{key} missing in e2e/.tools/env").into())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 struct Killed(Child);
@@ -57,7 +64,10 @@ impl Drop for Killed {
 }
 
 fn mint(pod: &str, uid: &str) -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
     let claims = json!({
         "iss": "https://kubernetes.default.svc.cluster.local",
         "sub": format!("system:serviceaccount:{NS}:{SA}"),
@@ -66,7 +76,12 @@ fn mint(pod: &str, uid: &str) -> String {
     });
     let key = std::fs::read(root().join("tests/fixtures/sa-signing-key.pem")).expect("test key");
     let key = jsonwebtoken::EncodingKey::from_rsa_pem(&key).expect("RSA key");
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key).expect("sign")
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &claims,
+        &key,
+    )
+    .expect("sign")
 }
 
 struct Vault {
@@ -89,14 +104,32 @@ impl Vault {
         let dir = std::env::temp_dir().join(format!("coffer-bench-bao-{port}"));
         std::fs::create_dir_all(&dir)?;
         let child = Command::new(bin)
-            .args(["server", "-dev", &format!("-dev-listen-address=127.0.0.1:{port}"), &format!("-dev-root-token-id={root}"), "-dev-no-store-token"])
+            .args([
+                "server",
+                "-dev",
+                &format!("-dev-listen-address=127.0.0.1:{port}"),
+                &format!("-dev-root-token-id={root}"),
+                "-dev-no-store-token",
+            ])
             .env("HOME", &dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        let vault = Vault { addr: format!("http://127.0.0.1:{port}"), root, http: reqwest::Client::new(), _child: Killed(child) };
+        let vault = Vault {
+            addr: format!("http://127.0.0.1:{port}"),
+            root,
+            http: reqwest::Client::new(),
+            _child: Killed(child),
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while vault.http.get(format!("{}/v1/sys/health", vault.addr)).send().await.map(|r| r.status().as_u16() != 200).unwrap_or(true) {
+        while vault
+            .http
+            .get(format!("{}/v1/sys/health", vault.addr))
+            .send()
+            .await
+            .map(|r| r.status().as_u16() != 200)
+            .unwrap_or(true)
+        {
             if Instant::now() > deadline {
                 return Err("OpenBao did not start".into());
             }
@@ -106,7 +139,13 @@ impl Vault {
     }
 
     async fn write(&self, path: &str, body: Value) -> Result<Value> {
-        let resp = self.http.post(format!("{}/v1/{path}", self.addr)).header("X-Vault-Token", &self.root).body(serde_json::to_vec(&body)?).send().await?;
+        let resp = self
+            .http
+            .post(format!("{}/v1/{path}", self.addr))
+            .header("X-Vault-Token", &self.root)
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await?;
         let status = resp.status();
         let text = String::from_utf8_lossy(&resp.bytes().await?).into_owned();
         if !status.is_success() {
@@ -122,17 +161,52 @@ async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>> {
 
 fn request(addr: &str, objects: &str, pod: &str, uid: &str, token: &str) -> MountRequest {
     let mut parameters = BTreeMap::new();
-    for (k, v) in [("roleName", "app"), ("vaultAddress", addr), ("vaultAuthMountPath", "jwt"), ("objects", objects)] {
+    for (k, v) in [
+        ("roleName", "app"),
+        ("vaultAddress", addr),
+        ("vaultAuthMountPath", "jwt"),
+        ("objects", objects),
+    ] {
         parameters.insert(k.to_owned(), v.to_owned());
     }
-    let spc = SecretProviderClass { name: "bench".into(), namespace: Some(NS.into()), provider: "vault".into(), parameters };
-    let pod = PodIdentity { name: pod.into(), namespace: NS.into(), uid: uid.into(), service_account: SA.into() };
-    let attributes = standin::attributes(&spc, &[], &pod, Some(&standin::tokens_json(&[("vault".into(), Token::new(token.to_owned()))])));
-    MountRequest { attributes, secrets: "null".into(), target_path: "/t".into(), permission: "420".into(), current_object_version: vec![] }
+    let spc = SecretProviderClass {
+        name: "bench".into(),
+        namespace: Some(NS.into()),
+        provider: "vault".into(),
+        parameters,
+    };
+    let pod = PodIdentity {
+        name: pod.into(),
+        namespace: NS.into(),
+        uid: uid.into(),
+        service_account: SA.into(),
+    };
+    let attributes = standin::attributes(
+        &spc,
+        &[],
+        &pod,
+        Some(&standin::tokens_json(&[(
+            "vault".into(),
+            Token::new(token.to_owned()),
+        )])),
+    );
+    MountRequest {
+        attributes,
+        secrets: "null".into(),
+        target_path: "/t".into(),
+        permission: "420".into(),
+        current_object_version: vec![],
+    }
 }
 
 fn objects(n: usize) -> String {
-    (0..n).map(|i| format!("- {{objectName: o{i}, secretPath: secret/data/bench/s{i}, secretKey: value}}\n")).collect()
+    (0..n)
+        .map(|i| {
+            format!(
+                "- {{objectName: o{i}, secretPath: secret/data/bench/s{i}, secretKey: value}}\n"
+            )
+        })
+        .collect()
 }
 
 fn uid(i: usize) -> String {
@@ -154,7 +228,12 @@ fn us(d: Duration) -> f64 {
 fn proc_status(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix(field).map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix(field)
+                    .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+            })
+        })
         .unwrap_or(0)
 }
 
@@ -173,7 +252,10 @@ async fn metric(health: &str, prefix: &str) -> f64 {
         Ok(r) => String::from_utf8_lossy(&r.bytes().await.unwrap_or_default()).into_owned(),
         Err(_) => String::new(),
     };
-    text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 struct Coffer {
@@ -190,7 +272,16 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
     let socket = dir.join("vault.sock");
     let started = Instant::now();
     let child = Command::new(&bin)
-        .args(["serve", "--provider", "vault", "--health-addr", &health, "--log-level", "warn", "--socket-dir"])
+        .args([
+            "serve",
+            "--provider",
+            "vault",
+            "--health-addr",
+            &health,
+            "--log-level",
+            "warn",
+            "--socket-dir",
+        ])
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -207,7 +298,13 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
         }
         std::thread::sleep(Duration::from_micros(200));
     }
-    Ok(Coffer { pid, socket, health, cold_start: started.elapsed(), _child: child })
+    Ok(Coffer {
+        pid,
+        socket,
+        health,
+        cold_start: started.elapsed(),
+        _child: child,
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -215,19 +312,36 @@ async fn main() -> Result<()> {
     let mounts = env_u64("BENCH_MOUNTS", 2000) as usize;
     let seconds = env_u64("BENCH_SECONDS", 5);
     let soak_seconds = env_u64("BENCH_SOAK_SECONDS", 600);
-    let out = std::env::var("BENCH_OUT").map(PathBuf::from).unwrap_or_else(|_| root().join("docs/benchmarks.md"));
+    let out = std::env::var("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("docs/benchmarks.md"));
     let mut report = Report::default();
 
     let vault = Vault::start().await?;
     vault.write("sys/auth/jwt", json!({"type": "jwt"})).await?;
     let pubkey = std::fs::read_to_string(root().join("tests/fixtures/sa-signing-key.pub.pem"))?;
-    vault.write("auth/jwt/config", json!({"jwt_validation_pubkeys": [pubkey]})).await?;
-    vault.write("sys/policies/acl/app", json!({"policy": "path \"secret/data/bench/*\" { capabilities = [\"read\"] }"})).await?;
+    vault
+        .write(
+            "auth/jwt/config",
+            json!({"jwt_validation_pubkeys": [pubkey]}),
+        )
+        .await?;
+    vault
+        .write(
+            "sys/policies/acl/app",
+            json!({"policy": "path \"secret/data/bench/*\" { capabilities = [\"read\"] }"}),
+        )
+        .await?;
     vault
         .write("auth/jwt/role/app", json!({"role_type": "jwt", "user_claim": "sub", "bound_subject": format!("system:serviceaccount:{NS}:{SA}"), "bound_audiences": ["vault"], "token_policies": ["app"], "token_ttl": "2h"}))
         .await?;
     for i in 0..25 {
-        vault.write(&format!("secret/data/bench/s{i}"), json!({"data": {"value": format!("bench-value-{i}")}})).await?;
+        vault
+            .write(
+                &format!("secret/data/bench/s{i}"),
+                json!({"data": {"value": format!("bench-value-{i}")}}),
+            )
+            .await?;
     }
 
     let dir = std::env::temp_dir().join(format!("coffer-bench-{}", std::process::id()));
@@ -241,7 +355,10 @@ async fn main() -> Result<()> {
     let coffer = start_coffer(&dir)?;
     cold.push(coffer.cold_start);
     cold.sort();
-    report.cold_start_ms = (cold[0].as_secs_f64() * 1e3, cold[cold.len() / 2].as_secs_f64() * 1e3);
+    report.cold_start_ms = (
+        cold[0].as_secs_f64() * 1e3,
+        cold[cold.len() / 2].as_secs_f64() * 1e3,
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     report.rss_idle_kib = proc_status(coffer.pid, "VmRSS:");
 
@@ -266,17 +383,43 @@ async fn main() -> Result<()> {
     report.cpu_us_per_mount = (cpu_after - cpu_before) * 1e6 / mounts as f64;
 
     // The floor: the same read over one keep-alive HTTP connection with a token of the same policy.
-    let login: Value = serde_json::from_slice(&vault.http.post(format!("{}/v1/auth/jwt/login", vault.addr)).body(serde_json::to_vec(&json!({"role": "app", "jwt": token}))?).send().await?.bytes().await?)?;
-    let vtoken = login["auth"]["client_token"].as_str().unwrap_or_default().to_owned();
-    let direct = reqwest::Client::builder().pool_max_idle_per_host(1).build()?;
+    let login: Value = serde_json::from_slice(
+        &vault
+            .http
+            .post(format!("{}/v1/auth/jwt/login", vault.addr))
+            .body(serde_json::to_vec(&json!({"role": "app", "jwt": token}))?)
+            .send()
+            .await?
+            .bytes()
+            .await?,
+    )?;
+    let vtoken = login["auth"]["client_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let direct = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()?;
     let url = format!("{}/v1/secret/data/bench/s0", vault.addr);
     for _ in 0..50 {
-        direct.get(&url).header("X-Vault-Token", &vtoken).send().await?.bytes().await?;
+        direct
+            .get(&url)
+            .header("X-Vault-Token", &vtoken)
+            .send()
+            .await?
+            .bytes()
+            .await?;
     }
     let mut floor = Vec::with_capacity(mounts);
     for _ in 0..mounts {
         let t = Instant::now();
-        direct.get(&url).header("X-Vault-Token", &vtoken).send().await?.bytes().await?;
+        direct
+            .get(&url)
+            .header("X-Vault-Token", &vtoken)
+            .send()
+            .await?
+            .bytes()
+            .await?;
         floor.push(t.elapsed());
     }
     floor.sort();
@@ -287,16 +430,48 @@ async fn main() -> Result<()> {
         let objs = objects(n);
         let req = request(&vault.addr, &objs, "web-0", &uid(0), &token);
         client.mount(req.clone()).await?;
-        let (l0, r0) = (metric(&coffer.health, "coffer_backend_requests_total{backend=\"vault\",operation=\"login\"").await, metric(&coffer.health, "coffer_backend_requests_total{backend=\"vault\",operation=\"read\"").await);
+        let (l0, r0) = (
+            metric(
+                &coffer.health,
+                "coffer_backend_requests_total{backend=\"vault\",operation=\"login\"",
+            )
+            .await,
+            metric(
+                &coffer.health,
+                "coffer_backend_requests_total{backend=\"vault\",operation=\"read\"",
+            )
+            .await,
+        );
         for _ in 0..100 {
             client.mount(req.clone()).await?;
         }
-        let (l1, r1) = (metric(&coffer.health, "coffer_backend_requests_total{backend=\"vault\",operation=\"login\"").await, metric(&coffer.health, "coffer_backend_requests_total{backend=\"vault\",operation=\"read\"").await);
+        let (l1, r1) = (
+            metric(
+                &coffer.health,
+                "coffer_backend_requests_total{backend=\"vault\",operation=\"login\"",
+            )
+            .await,
+            metric(
+                &coffer.health,
+                "coffer_backend_requests_total{backend=\"vault\",operation=\"read\"",
+            )
+            .await,
+        );
         report.calls.push((n, (l1 - l0) / 100.0, (r1 - r0) / 100.0));
     }
 
     // Throughput at 1, 16, 64 concurrent callers on one connection, 64 warm pods.
-    let pods: Vec<MountRequest> = (0..64).map(|i| request(&vault.addr, &one, &format!("web-{i}"), &uid(i), &mint(&format!("web-{i}"), &uid(i)))).collect();
+    let pods: Vec<MountRequest> = (0..64)
+        .map(|i| {
+            request(
+                &vault.addr,
+                &one,
+                &format!("web-{i}"),
+                &uid(i),
+                &mint(&format!("web-{i}"), &uid(i)),
+            )
+        })
+        .collect();
     for p in &pods {
         client.mount(p.clone()).await?;
     }
@@ -306,7 +481,8 @@ async fn main() -> Result<()> {
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
         for c in 0..clients {
-            let (mut client, pods, stop, errors) = (client.clone(), pods.clone(), stop.clone(), errors.clone());
+            let (mut client, pods, stop, errors) =
+                (client.clone(), pods.clone(), stop.clone(), errors.clone());
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let mut i = c;
@@ -328,11 +504,26 @@ async fn main() -> Result<()> {
             all.extend(t.await?);
         }
         all.sort();
-        report.throughput.push((clients, all.len() as f64 / seconds as f64, percentile(&all, 0.99), errors.load(Ordering::Relaxed)));
+        report.throughput.push((
+            clients,
+            all.len() as f64 / seconds as f64,
+            percentile(&all, 0.99),
+            errors.load(Ordering::Relaxed),
+        ));
     }
 
     // RSS after 10,000 mounts over 1,000 pods (a login cached for each).
-    let many: Vec<MountRequest> = (0..1000).map(|i| request(&vault.addr, &one, &format!("p-{i}"), &uid(10_000 + i), &mint(&format!("p-{i}"), &uid(10_000 + i)))).collect();
+    let many: Vec<MountRequest> = (0..1000)
+        .map(|i| {
+            request(
+                &vault.addr,
+                &one,
+                &format!("p-{i}"),
+                &uid(10_000 + i),
+                &mint(&format!("p-{i}"), &uid(10_000 + i)),
+            )
+        })
+        .collect();
     let many = Arc::new(many);
     let mut tasks = Vec::new();
     for c in 0..16usize {
@@ -352,14 +543,19 @@ async fn main() -> Result<()> {
 
     // Soak: rotation-style republishes over 5,000 pods, RSS sampled.
     if soak_seconds > 0 {
+        let tokens: Vec<String> = (0..5000)
+            .map(|i| mint(&format!("s-{i}"), &uid(20_000 + i)))
+            .collect();
         let started = Instant::now();
         let mut i = 0usize;
         let mut next_sample = Instant::now();
-        let tokens: Vec<String> = (0..5000).map(|i| mint(&format!("s-{i}"), &uid(20_000 + i))).collect();
         let mut errors = 0u64;
         while started.elapsed() < Duration::from_secs(soak_seconds) {
             if Instant::now() >= next_sample {
-                report.soak.push((started.elapsed().as_secs(), proc_status(coffer.pid, "VmRSS:")));
+                report.soak.push((
+                    started.elapsed().as_secs(),
+                    proc_status(coffer.pid, "VmRSS:"),
+                ));
                 next_sample += Duration::from_secs((soak_seconds / 10).max(1));
             }
             let k = i % 5000;
@@ -367,14 +563,27 @@ async fn main() -> Result<()> {
                 .map(|j| {
                     let k = (k + j * 313) % 5000;
                     let mut client = client.clone();
-                    let req = request(&vault.addr, &one, &format!("s-{k}"), &uid(20_000 + k), &tokens[k]);
+                    let req = request(
+                        &vault.addr,
+                        &one,
+                        &format!("s-{k}"),
+                        &uid(20_000 + k),
+                        &tokens[k],
+                    );
                     async move { client.mount(req).await.is_ok() }
                 })
                 .collect();
-            errors += futures_util::future::join_all(futures).await.iter().filter(|ok| !**ok).count() as u64;
+            errors += futures_util::future::join_all(futures)
+                .await
+                .iter()
+                .filter(|ok| !**ok)
+                .count() as u64;
             i += 1;
         }
-        report.soak.push((started.elapsed().as_secs(), proc_status(coffer.pid, "VmRSS:")));
+        report.soak.push((
+            started.elapsed().as_secs(),
+            proc_status(coffer.pid, "VmRSS:"),
+        ));
         report.soak_errors = errors;
         report.soak_mounts = i as u64 * 16;
     }
@@ -406,29 +615,64 @@ struct Report {
 
 impl Report {
     fn render(&self, mounts: usize, seconds: u64, soak_seconds: u64) -> String {
-        let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))).unwrap_or_default();
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines().find_map(|l| {
+                    l.strip_prefix("model name")
+                        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+                })
+            })
+            .unwrap_or_default();
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0);
         let met = |ok: bool| if ok { "met" } else { "missed" };
         let ratio = self.mount.0.as_secs_f64() / self.floor.0.as_secs_f64().max(1e-9);
         let mut s = String::new();
         s.push_str("# Benchmarks\n\nMeasured by `make bench` (`e2e/bench.rs`): release build of coffer, a real OpenBao dev server, both on 127.0.0.1, coffer driven through its Unix socket with one HTTP/2 connection, as the Secrets Store CSI driver does. Numbers are from one run; rerun `make bench` to reproduce.\n\n");
-        s.push_str(&format!("Machine: {cores} cores, {cpu}. Date: {}.\n\n", time::OffsetDateTime::now_utc().date()));
+        s.push_str(&format!(
+            "Machine: {cores} cores, {cpu}. Date: {}.\n\n",
+            time::OffsetDateTime::now_utc().date()
+        ));
         s.push_str("| figure | measured | target | |\n|---|---|---|---|\n");
-        s.push_str(&format!("| warm 1-object mount, p50 / p99 ({mounts} sequential) | {:.0} µs / {:.0} µs | | |\n", us(self.mount.0), us(self.mount.1)));
+        s.push_str(&format!(
+            "| warm 1-object mount, p50 / p99 ({mounts} sequential) | {:.0} µs / {:.0} µs | | |\n",
+            us(self.mount.0),
+            us(self.mount.1)
+        ));
         s.push_str(&format!("| direct keep-alive read of the same secret (floor), p50 / p99 | {:.0} µs / {:.0} µs | | |\n", us(self.floor.0), us(self.floor.1)));
-        s.push_str(&format!("| mount / floor at p50 | {ratio:.2}× | ≤ 1.3× | {} |\n", met(ratio <= 1.3)));
+        s.push_str(&format!(
+            "| mount / floor at p50 | {ratio:.2}× | ≤ 1.3× | {} |\n",
+            met(ratio <= 1.3)
+        ));
         for (clients, rate, p99, errors) in &self.throughput {
-            let target = if *clients == 64 { format!("≥ 1,000/s | {}", met(*rate >= 1000.0)) } else { " | ".to_owned() };
+            let target = if *clients == 64 {
+                format!("≥ 1,000/s | {}", met(*rate >= 1000.0))
+            } else {
+                " | ".to_owned()
+            };
             s.push_str(&format!("| mounts/s with {clients} concurrent callers ({seconds} s), p99, errors | {rate:.0}/s, {:.1} ms, {errors} | {target} |\n", us(*p99) / 1e3));
         }
         for (n, logins, reads) in &self.calls {
             s.push_str(&format!("| Vault calls per warm mount, {n} objects on {n} paths: logins / reads | {logins:.2} / {reads:.2} | 0 / {n} | {} |\n", met(*logins == 0.0 && (*reads - *n as f64).abs() < 0.01)));
         }
         s.push_str(&format!("| provider CPU per 1-object mount (user+sys from /proc) | {:.0} µs | ≤ 150 µs | {} |\n", self.cpu_us_per_mount, met(self.cpu_us_per_mount <= 150.0)));
-        s.push_str(&format!("| RSS idle | {:.1} MiB | ≤ 15 MiB | {} |\n", self.rss_idle_kib as f64 / 1024.0, met(self.rss_idle_kib <= 15 * 1024)));
-        s.push_str(&format!("| RSS after 10,000 mounts over 1,000 pods | {:.1} MiB | ≤ 64 MiB | {} |\n", self.rss_after_kib as f64 / 1024.0, met(self.rss_after_kib <= 64 * 1024)));
+        s.push_str(&format!(
+            "| RSS idle | {:.1} MiB | ≤ 15 MiB | {} |\n",
+            self.rss_idle_kib as f64 / 1024.0,
+            met(self.rss_idle_kib <= 15 * 1024)
+        ));
+        s.push_str(&format!(
+            "| RSS after 10,000 mounts over 1,000 pods | {:.1} MiB | ≤ 64 MiB | {} |\n",
+            self.rss_after_kib as f64 / 1024.0,
+            met(self.rss_after_kib <= 64 * 1024)
+        ));
         s.push_str(&format!("| cold start until the socket accepts, best / median of 6 | {:.1} ms / {:.1} ms | ≤ 50 ms | {} |\n", self.cold_start_ms.0, self.cold_start_ms.1, met(self.cold_start_ms.1 <= 50.0)));
-        s.push_str(&format!("| peak RSS of the whole run | {:.1} MiB | | |\n", self.peak_rss_kib as f64 / 1024.0));
+        s.push_str(&format!(
+            "| peak RSS of the whole run | {:.1} MiB | | |\n",
+            self.peak_rss_kib as f64 / 1024.0
+        ));
         if soak_seconds > 0 {
             s.push_str(&format!("\n## Soak\n\n{soak_seconds} s of rotation-style republishes, 16 at a time, over 5,000 pods: {} mounts, {} errors. RSS over time:\n\n| s | RSS MiB |\n|---|---|\n", self.soak_mounts, self.soak_errors));
             for (t, rss) in &self.soak {

@@ -36,7 +36,8 @@ pub fn problems(args: &CheckArgs) -> Vec<String> {
             let params: Parameters = spc.parameters.into_iter().collect();
             match backends.plan(&spc.provider, &params) {
                 Ok(plan) => lines.extend(
-                    plan.warnings
+                    plan.plan
+                        .warnings
                         .iter()
                         .map(|w| format!("{prefix}: warning: {w}")),
                 ),

@@ -113,6 +113,9 @@ pub struct PlannedFile {
     /// key, encoding…). It is part of the version HMAC, so a changed object
     /// definition changes the version even when the content does not.
     pub config: String,
+    /// `templateOnly: true`: fetched, versioned and seen by templates, but
+    /// not written as a file of its own.
+    pub template_only: bool,
 }
 
 /// What a backend will do for one mount, decided before any network call.

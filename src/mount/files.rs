@@ -159,6 +159,9 @@ pub fn assemble(
             id: file.object.clone(),
             version: versions.version(&file.config, content.expose()),
         });
+        if file.template_only {
+            continue;
+        }
         let mode = file.mode.unwrap_or(default_mode);
         response.files.push(grpc::File {
             path: file.path.clone(),
@@ -184,6 +187,7 @@ mod tests {
             path: path.into(),
             mode,
             config: format!("test|{object}"),
+            template_only: false,
         }
     }
 

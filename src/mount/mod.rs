@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod request;
+pub mod templates;
 pub mod version;
 
 use std::collections::BTreeMap;
@@ -35,6 +36,8 @@ pub enum Error {
         #[source]
         source: backend::Error,
     },
+    #[error("invalid templates")]
+    Template(#[from] templates::Error),
     #[error("backend {backend} returned {got} contents for {want} files")]
     FetchCount {
         backend: &'static str,
@@ -92,11 +95,31 @@ impl Backends {
     }
 
     /// Plans a mount from parameters alone (also used by `coffer check`).
-    pub fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Plan, Error> {
+    pub fn plan(&self, provider: &str, params: &request::Parameters) -> Result<MountPlan, Error> {
         let (backend, dialect) = self.select(provider, params)?;
         let plan = backend.plan(params, dialect).map_err(Error::Plan)?;
-        files::check_plan(&plan.files)?;
-        Ok(plan)
+        let templates = templates::parse(params.get("templates"))?;
+        let mut all = plan.files.clone();
+        all.extend(templates.iter().map(template_file));
+        files::check_plan(&all)?;
+        Ok(MountPlan { plan, templates })
+    }
+}
+
+/// A backend's plan and the templates rendered from its objects.
+#[derive(Debug)]
+pub struct MountPlan {
+    pub plan: Plan,
+    pub templates: Vec<templates::Template>,
+}
+
+fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
+    crate::backend::PlannedFile {
+        object: t.file_name.clone(),
+        path: t.file_name.clone(),
+        mode: t.mode,
+        config: t.config(),
+        template_only: false,
     }
 }
 
@@ -138,7 +161,7 @@ impl Mounter {
         provider: &str,
         req: &request::MountRequest,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
-        let plan = self.backends.plan(provider, &req.params)?;
+        let MountPlan { plan, templates } = self.backends.plan(provider, &req.params)?;
         tracing::debug!(
             provider,
             backend = plan.backend,
@@ -175,8 +198,34 @@ impl Mounter {
                 want: plan.files.len(),
             });
         }
+        let mut planned = plan.files.clone();
+        let mut contents = contents;
+        if !templates.is_empty() {
+            // A rendered file's version covers every input's version, so it
+            // changes when any input changes, even one the output ignores.
+            let inputs: Vec<(&str, &crate::secret::SecretBytes)> = plan
+                .files
+                .iter()
+                .zip(&contents)
+                .map(|(f, c)| (f.path.as_str(), c))
+                .collect();
+            let rendered = templates::render(&templates, &inputs)?;
+            let input_versions: Vec<String> = plan
+                .files
+                .iter()
+                .zip(&contents)
+                .map(|(f, c)| self.versions.version(&f.config, c.expose()))
+                .collect();
+            let digest = input_versions.join(",");
+            for (t, content) in templates.iter().zip(rendered) {
+                let mut file = template_file(t);
+                file.config = format!("{}|inputs:{digest}", file.config);
+                planned.push(file);
+                contents.push(content);
+            }
+        }
         let response = files::assemble(
-            &plan.files,
+            &planned,
             contents,
             req.default_mode,
             &self.versions,
@@ -184,7 +233,7 @@ impl Mounter {
         )?;
         let outcome = Outcome {
             backend: plan.backend,
-            objects: plan.files.len(),
+            objects: planned.len(),
             bytes: response.files.iter().map(|f| f.contents.len()).sum(),
         };
         Ok((response, outcome))

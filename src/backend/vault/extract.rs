@@ -34,10 +34,15 @@ pub fn extract(object: &Object, response: &Value) -> Result<Vec<u8>, ExtractErro
         Some(Value::Object(inner)) => inner,
         _ => data,
     };
-    let value = map.get(key).ok_or_else(|| ExtractError::MissingKey {
-        key: key.to_owned(),
-        path: object.path.clone(),
-    })?;
+    // A top-level key first (hashicorp's rule); else a dotted path into
+    // nested JSON, `\.` standing for a literal dot (coffer extension).
+    let value =
+        map.get(key)
+            .or_else(|| nested(map, key))
+            .ok_or_else(|| ExtractError::MissingKey {
+                key: key.to_owned(),
+                path: object.path.clone(),
+            })?;
     let raw = match value {
         Value::String(s) => s.as_bytes().to_vec(),
         other => gojson::to_vec(other),
@@ -53,6 +58,34 @@ pub fn extract(object: &Object, response: &Value) -> Result<Vec<u8>, ExtractErro
             .map_err(|_| decode_err("base64")),
         Encoding::Hex => decode_hex(&raw).ok_or_else(|| decode_err("hex")),
     }
+}
+
+/// `a.b.c` into nested objects (and arrays by index); `\.` is a literal dot.
+fn nested<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a Value> {
+    if !key.contains('.') {
+        return None;
+    }
+    let mut segments = vec![String::new()];
+    let mut chars = key.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek() == Some(&'.') => {
+                chars.next();
+                segments.last_mut()?.push('.');
+            }
+            '.' => segments.push(String::new()),
+            c => segments.last_mut()?.push(c),
+        }
+    }
+    let mut current = map.get(segments.first()?)?;
+    for segment in &segments[1..] {
+        current = match current {
+            Value::Object(m) => m.get(segment)?,
+            Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(current)
 }
 
 fn decode_hex(raw: &[u8]) -> Option<Vec<u8>> {
@@ -130,6 +163,7 @@ mod tests {
             args: None,
             encoding,
             mode: None,
+            template_only: false,
         }
     }
 
@@ -152,6 +186,36 @@ mod tests {
             extract(&object(Some("arr"), Encoding::Utf8), &resp).unwrap(),
             br#"[6,"stilton",true]"#
         );
+    }
+
+    #[test]
+    fn nested_keys_with_escaped_dots() {
+        let resp = json!({"data": {"data": {"config": {"db": {"password": "p", "hosts": ["a", "b"]}, "x.y": "dotted"}, "plain.key": "top"}}});
+        assert_eq!(
+            extract(&object(Some("config.db.password"), Encoding::Utf8), &resp).unwrap(),
+            b"p"
+        );
+        assert_eq!(
+            extract(&object(Some("config.db.hosts.1"), Encoding::Utf8), &resp).unwrap(),
+            b"b"
+        );
+        assert_eq!(
+            extract(&object(Some("config.x\\.y"), Encoding::Utf8), &resp).unwrap(),
+            b"dotted"
+        );
+        assert_eq!(
+            extract(&object(Some("plain.key"), Encoding::Utf8), &resp).unwrap(),
+            b"top",
+            "top-level key wins"
+        );
+        assert_eq!(
+            extract(&object(Some("config.db"), Encoding::Utf8), &resp).unwrap(),
+            br#"{"hosts":["a","b"],"password":"p"}"#
+        );
+        assert!(matches!(
+            extract(&object(Some("config.nope.x"), Encoding::Utf8), &resp),
+            Err(ExtractError::MissingKey { .. })
+        ));
     }
 
     #[test]

@@ -202,6 +202,7 @@ impl Backend for VaultBackend {
                 path: o.name.clone(),
                 mode: o.mode,
                 config: o.config(),
+                template_only: o.template_only,
             })
             .collect();
         Ok(Plan {

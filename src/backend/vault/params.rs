@@ -77,6 +77,8 @@ pub struct Object {
     pub args: Option<serde_json::Value>,
     pub encoding: Encoding,
     pub mode: Option<u32>,
+    /// Fetched for templates only, not written as a file (coffer extension).
+    pub template_only: bool,
 }
 
 impl Object {
@@ -277,6 +279,8 @@ struct RawObject {
     encoding: Option<String>,
     #[serde(default)]
     file_permission: Option<serde_yaml::Value>,
+    #[serde(default)]
+    template_only: Option<bool>,
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -308,7 +312,7 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
             reason,
         };
         for key in raw.unknown.keys() {
-            warnings.push(format!("object {name:?}: unknown key {key:?} is ignored (the known keys are objectName, secretPath, secretKey, method, secretArgs, encoding, filePermission)"));
+            warnings.push(format!("object {name:?}: unknown key {key:?} is ignored (the known keys are objectName, secretPath, secretKey, method, secretArgs, encoding, filePermission, templateOnly)"));
         }
         let (path, query) =
             normalise_path(raw.secret_path.as_deref().unwrap_or("")).map_err(bad)?;
@@ -380,6 +384,7 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
             args,
             encoding,
             mode,
+            template_only: raw.template_only.unwrap_or(false),
         });
     }
     let mut seen = BTreeMap::new();
