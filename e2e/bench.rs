@@ -271,7 +271,21 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
     let health = format!("127.0.0.1:{}", free_port());
     let socket = dir.join("vault.sock");
     let started = Instant::now();
-    let child = Command::new(&bin)
+    // BENCH_WRAPPER runs coffer under a profiler, e.g. "valgrind --tool=callgrind".
+    let wrapper: Vec<String> = std::env::var("BENCH_WRAPPER")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut command = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
+    let child = command
         .args([
             "serve",
             "--provider",
@@ -293,7 +307,7 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
         if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
             break;
         }
-        if started.elapsed() > Duration::from_secs(10) {
+        if started.elapsed() > Duration::from_secs(60) {
             return Err("coffer did not open its socket".into());
         }
         std::thread::sleep(Duration::from_micros(200));
@@ -348,7 +362,7 @@ async fn main() -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     // Cold start: the best of 5 (the binary and its pages warm after the first).
     let mut cold = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..env_u64("BENCH_COLD_STARTS", 5) {
         let c = start_coffer(&dir)?;
         cold.push(c.cold_start);
     }
@@ -476,7 +490,7 @@ async fn main() -> Result<()> {
         client.mount(p.clone()).await?;
     }
     let pods = Arc::new(pods);
-    for clients in [1usize, 16, 64] {
+    for clients in [1usize, 16, 64].into_iter().filter(|_| seconds > 0) {
         let stop = Arc::new(AtomicBool::new(false));
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
@@ -513,6 +527,7 @@ async fn main() -> Result<()> {
     }
 
     // RSS after 10,000 mounts over 1,000 pods (a login cached for each).
+    let after_mounts = env_u64("BENCH_RSS_MOUNTS", 10_000) as usize;
     let many: Vec<MountRequest> = (0..1000)
         .map(|i| {
             request(
@@ -530,7 +545,7 @@ async fn main() -> Result<()> {
         let (mut client, many) = (client.clone(), many.clone());
         tasks.push(tokio::spawn(async move {
             let mut i = c;
-            while i < 10_000 {
+            while i < after_mounts {
                 let _ = client.mount(many[i % many.len()].clone()).await;
                 i += 16;
             }

@@ -128,7 +128,15 @@ pub struct Mounter {
     backends: Backends,
     versions: version::Versioner,
     max_response_bytes: usize,
+    /// Plans by (socket, parameters): every pod of a SecretProviderClass and
+    /// every republish asks for the same one, so the YAML is parsed once.
+    plans:
+        std::sync::Mutex<std::collections::HashMap<(String, request::Parameters), Arc<MountPlan>>>,
 }
+
+/// Most plans kept (each for parameters of at most 64 KiB); the cache is
+/// emptied when it is full.
+const PLAN_CACHE: usize = 512;
 
 /// What a successful mount produced, for logs and metrics.
 #[derive(Debug)]
@@ -148,7 +156,32 @@ impl Mounter {
             backends,
             versions,
             max_response_bytes,
+            plans: std::sync::Mutex::default(),
         }
+    }
+
+    /// The plan for these parameters, parsed once and then shared.
+    fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Arc<MountPlan>, Error> {
+        let key = (provider.to_owned(), params.clone());
+        if let Some(plan) = self
+            .plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(plan.clone());
+        }
+        let plan = Arc::new(self.backends.plan(provider, params)?);
+        // Huge parameter sets are not worth keeping (and bound the cache's memory).
+        if params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > 64 * 1024 {
+            return Ok(plan);
+        }
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if plans.len() >= PLAN_CACHE {
+            plans.clear();
+        }
+        plans.insert(key, plan.clone());
+        Ok(plan)
     }
 
     pub fn backends(&self) -> &Backends {
@@ -161,7 +194,8 @@ impl Mounter {
         provider: &str,
         req: &request::MountRequest,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
-        let MountPlan { plan, templates } = self.backends.plan(provider, &req.params)?;
+        let mount_plan = self.plan(provider, &req.params)?;
+        let MountPlan { plan, templates } = &*mount_plan;
         tracing::debug!(
             provider,
             backend = plan.backend,
@@ -209,7 +243,7 @@ impl Mounter {
                 .zip(&contents)
                 .map(|(f, c)| (f.path.as_str(), c))
                 .collect();
-            let rendered = templates::render(&templates, &inputs)?;
+            let rendered = templates::render(templates, &inputs)?;
             let input_versions: Vec<String> = plan
                 .files
                 .iter()

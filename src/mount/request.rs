@@ -86,7 +86,7 @@ pub struct PodInfo {
 
 /// SecretProviderClass parameters. `Debug` shows keys only: parameters are
 /// configuration, but users do put things there that are not ours to print.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Parameters(BTreeMap<String, String>);
 
 impl Parameters {
