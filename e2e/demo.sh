@@ -76,6 +76,7 @@ echo "==> the volume, as the pod sees it (driver atomic-writer layout)"
 (cd "$RUN/volume" && find . -mindepth 1 -maxdepth 1 -printf '%M %p -> %l\n' | sort && find -L . -path './..*' -prune -o -type f -printf '%M %5s %p\n' | sort)
 echo "==> demo contents (demo data only; coffer itself never prints contents)"
 for f in db-username config/app.json; do printf '%s: %s\n' "$f" "$(cat "$RUN/volume/$f")"; done
+echo "app.env (rendered by a template from the objects above):"; sed 's/^/    /' "$RUN/volume/app.env"
 printf 'signing.key (base64-decoded, %s bytes): %s\n' "$(wc -c <"$RUN/volume/signing.key")" "$(od -An -c "$RUN/volume/signing.key" | tr -s ' ')"
 printf 'tls/tls.crt: %s\n' "$(head -1 "$RUN/volume/tls/tls.crt")"
 echo "==> mount again, as the driver's republish does: same files, same versions (the certificate is reused)"
