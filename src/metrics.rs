@@ -29,6 +29,12 @@ struct BackendLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    backend: String,
+    result: String,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms … ~65 s
     Histogram::new(exponential_buckets(0.001, 2.0, 17))
@@ -43,6 +49,7 @@ pub struct Metrics {
     backend_requests: Family<BackendLabels, Counter>,
     backend_duration: Family<BackendLabels, Histogram, fn() -> Histogram>,
     authority_rewrites: Counter<u64, AtomicU64>,
+    credential_cache: Family<CacheLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -72,6 +79,7 @@ impl Metrics {
                 duration_histogram as fn() -> Histogram,
             );
         let authority_rewrites = Counter::default();
+        let credential_cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "mounts",
             "Mount calls by provider socket and gRPC code",
@@ -102,6 +110,11 @@ impl Metrics {
             "HTTP/2 header blocks whose :authority (socket path from drivers <= v1.5) was replaced by localhost",
             authority_rewrites.clone(),
         );
+        registry.register(
+            "credential_cache_lookups",
+            "Lookups of cached backend credentials (e.g. AWS STS / Pod Identity) by result: hit or miss",
+            credential_cache.clone(),
+        );
         Self {
             registry,
             mounts,
@@ -110,6 +123,7 @@ impl Metrics {
             backend_requests,
             backend_duration,
             authority_rewrites,
+            credential_cache,
         }
     }
 
@@ -148,6 +162,16 @@ impl Metrics {
         self.backend_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A credential cache lookup of `backend`: `result` is `hit` or `miss`.
+    pub fn credential_cache(&self, backend: &str, result: &str) {
+        self.credential_cache
+            .get_or_create(&CacheLabels {
+                backend: backend.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
     }
 
     pub fn authority_rewritten(&self, n: u64) {
@@ -198,6 +222,7 @@ mod tests {
         m.mount_started();
         m.mount_finished("coffer", tonic::Code::Ok, Duration::from_millis(3));
         m.backend_request("vault", "login", "ok", Duration::from_millis(1));
+        m.credential_cache("aws", "hit");
         let text = m.encode();
         for needle in [
             "coffer_mounts_total{provider=\"coffer\",code=\"OK\"} 1",
@@ -205,6 +230,7 @@ mod tests {
             "coffer_mounts_in_flight 0",
             "coffer_backend_requests_total{backend=\"vault\",operation=\"login\",outcome=\"ok\"} 1",
             "coffer_authority_rewrites_total 0",
+            "coffer_credential_cache_lookups_total{backend=\"aws\",result=\"hit\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -17,7 +17,9 @@
 pub mod bao;
 pub mod http;
 pub mod jwt;
+pub mod moto;
 pub mod proc;
+pub mod stub;
 
 use std::io::Read;
 use std::net::TcpListener;
