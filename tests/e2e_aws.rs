@@ -597,7 +597,8 @@ fn errors_name_the_object_and_the_cause() {
     seed(&moto, REGION);
     let coffer = start_coffer(&moto, &["--aws-region", REGION]);
     let pod = Pod::new(IRSA);
-    let cases: &[(&str, &[(&str, &str)], &str, &[&str])] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a [&'a str]);
+    let cases: &[Case] = &[
         (
             "- {objectName: shop/nope, objectType: secretsmanager}\n",
             &[("roleArn", ROLE)],
@@ -668,7 +669,7 @@ fn pod_identity_through_the_agent() {
     let moto = Moto::start();
     seed(&moto, REGION);
     let pod = Pod::new(POD_IDENTITY);
-    let expected = format!("{}", pod.token);
+    let expected = pod.token.clone();
     let agent = Stub::start(move |req| {
         if req.path != "/v1/credentials" || req.header("authorization") != Some(expected.as_str()) {
             return (

@@ -146,12 +146,17 @@ fn serve(conn: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler) {
     let _ = conn.flush();
 }
 
+/// (namespace, name, annotations) of a ServiceAccount.
+pub type ServiceAccountSpec = (String, String, Vec<(String, String)>);
+/// (name, labels) of a Node.
+pub type NodeSpec = (String, Vec<(String, String)>);
+
 /// A Kubernetes API stand-in: `GET /api/v1/namespaces/NS/serviceaccounts/SA`
 /// (with `annotations`) and `GET /api/v1/nodes/NODE` (with `labels`); 404
 /// `Status` otherwise. Returns the server and a kubeconfig file for it.
 pub fn kube_api(
-    service_accounts: Vec<(String, String, Vec<(String, String)>)>,
-    nodes: Vec<(String, Vec<(String, String)>)>,
+    service_accounts: Vec<ServiceAccountSpec>,
+    nodes: Vec<NodeSpec>,
     dir: &std::path::Path,
 ) -> (Stub, std::path::PathBuf) {
     let stub = Stub::start(move |req| {

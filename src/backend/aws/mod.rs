@@ -59,17 +59,8 @@ pub enum Error {
         reason: String,
         kind: ErrorKind,
     },
-    #[error("{what} {object:?} in {region}: {operation}: {code}: {message}")]
-    Aws {
-        what: &'static str,
-        object: String,
-        region: String,
-        operation: &'static str,
-        code: String,
-        message: String,
-        kind: ErrorKind,
-        retryable: bool,
-    },
+    #[error("{0}")]
+    Aws(Box<AwsError>),
     #[error("{what} {object:?}: {source}")]
     Jmes {
         what: &'static str,
@@ -86,11 +77,29 @@ pub enum Error {
     Objects(Vec<Error>),
 }
 
+/// One AWS call's failure for one object.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {object:?} in {region}: {operation}: {code}: {message}")]
+pub struct AwsError {
+    pub what: &'static str,
+    pub object: String,
+    pub region: String,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+    pub kind: ErrorKind,
+    pub retryable: bool,
+}
+
+fn aws(e: AwsError) -> Error {
+    Error::Aws(Box::new(e))
+}
+
 impl Error {
     /// Worth asking the failover region: the primary could not answer.
     fn retryable(&self) -> bool {
         match self {
-            Error::Aws { retryable, .. } => *retryable,
+            Error::Aws(e) => e.retryable,
             Error::Credentials { kind, .. } | Error::Kube { kind, .. } => {
                 matches!(kind, ErrorKind::Unavailable | ErrorKind::DeadlineExceeded)
             }
@@ -106,9 +115,8 @@ impl BackendError for Error {
             Error::Identity(e) if e.is_precondition() => ErrorKind::FailedPrecondition,
             Error::Identity(_) => ErrorKind::InvalidArgument,
             Error::Precondition { .. } => ErrorKind::FailedPrecondition,
-            Error::Kube { kind, .. }
-            | Error::Credentials { kind, .. }
-            | Error::Aws { kind, .. } => *kind,
+            Error::Kube { kind, .. } | Error::Credentials { kind, .. } => *kind,
+            Error::Aws(e) => e.kind,
             Error::Jmes { source, .. } => match source {
                 jmes::JmesError::NoMatch { .. } => ErrorKind::NotFound,
                 _ => ErrorKind::InvalidArgument,
@@ -338,7 +346,7 @@ impl Fetch for AwsFetch {
                     continue;
                 }
                 None => {
-                    errors.push(Error::Aws {
+                    errors.push(aws(AwsError {
                         what: what(o.kind),
                         object: o.name.clone(),
                         region: region.clone(),
@@ -347,7 +355,7 @@ impl Fetch for AwsFetch {
                         message: "no value was fetched".into(),
                         kind: ErrorKind::Internal,
                         retryable: false,
-                    });
+                    }));
                     continue;
                 }
             };
@@ -745,7 +753,7 @@ impl Inner {
                 let (kind, retryable) = code_kind(&code, None);
                 out.push((
                     ids[k].clone(),
-                    Err(Error::Aws {
+                    Err(aws(AwsError {
                         what: "secret",
                         object: ids[k].clone(),
                         region: region.to_owned(),
@@ -754,7 +762,7 @@ impl Inner {
                         code,
                         kind,
                         retryable,
-                    }),
+                    })),
                 ));
             }
             match page.next_token() {
@@ -912,7 +920,7 @@ impl Inner {
                 let result = match found {
                     Some(p) => match p.value() {
                         Some(v) => Ok(v.as_bytes().to_vec()),
-                        None => Err(Error::Aws {
+                        None => Err(aws(AwsError {
                             what: "parameter",
                             object: r.clone(),
                             region: region.to_owned(),
@@ -921,9 +929,9 @@ impl Inner {
                             message: "the parameter has no value".into(),
                             kind: ErrorKind::Internal,
                             retryable: false,
-                        }),
+                        })),
                     },
-                    None if out.invalid_parameters().iter().any(|i| i == r) => Err(Error::Aws {
+                    None if out.invalid_parameters().iter().any(|i| i == r) => Err(aws(AwsError {
                         what: "parameter",
                         object: r.clone(),
                         region: region.to_owned(),
@@ -932,7 +940,7 @@ impl Inner {
                         message: "listed in InvalidParameters: no such parameter, version or label (or no permission to see it)".into(),
                         kind: ErrorKind::NotFound,
                         retryable: false,
-                    }),
+                    })),
                     None => Err(missing(Kind::SsmParameter, r, region)),
                 };
                 (r.clone(), result)
@@ -942,7 +950,7 @@ impl Inner {
 }
 
 fn missing(kind: Kind, name: &str, region: &str) -> Error {
-    Error::Aws {
+    aws(AwsError {
         what: what(kind),
         object: name.to_owned(),
         region: region.to_owned(),
@@ -954,7 +962,7 @@ fn missing(kind: Kind, name: &str, region: &str) -> Error {
         message: "the answer has neither a value nor an error for it".into(),
         kind: ErrorKind::Internal,
         retryable: false,
-    }
+    })
 }
 
 fn secret_value(
@@ -966,7 +974,7 @@ fn secret_value(
     match (string, binary) {
         (Some(s), _) => Ok(s.as_bytes().to_vec()),
         (None, Some(b)) => Ok(b.to_vec()),
-        (None, None) => Err(Error::Aws {
+        (None, None) => Err(aws(AwsError {
             what: "secret",
             object: id.to_owned(),
             region: region.to_owned(),
@@ -975,7 +983,7 @@ fn secret_value(
             message: "the secret version has neither SecretString nor SecretBinary".into(),
             kind: ErrorKind::Internal,
             retryable: false,
-        }),
+        })),
     }
 }
 
@@ -1080,7 +1088,7 @@ impl Default for Failure {
 
 impl Failure {
     fn error(&self, kind: Kind, object: &str, region: &str, operation: &'static str) -> Error {
-        Error::Aws {
+        aws(AwsError {
             what: what(kind),
             object: object.to_owned(),
             region: region.to_owned(),
@@ -1089,7 +1097,7 @@ impl Failure {
             message: self.message.clone(),
             kind: self.kind,
             retryable: self.retryable,
-        }
+        })
     }
 }
 
