@@ -254,11 +254,31 @@ impl Fetch for AwsFetch {
         let all: Vec<usize> = (0..spc.objects.len()).collect();
 
         let mut values: Fetched = (0..spc.objects.len()).map(|_| None).collect();
-        match self
+        let mut primary = self
             .inner
             .fetch_region(spc, &all, &region, false, &auth, ctx)
-            .await
-        {
+            .await;
+        // Cached credentials AWS no longer accepts (revoked session, clock
+        // skew): forget them and ask once more for what they failed.
+        if let Ok(got) = &mut primary {
+            let refused: Vec<usize> = got
+                .iter()
+                .filter(|(_, r)| matches!(r, Err(e) if e.kind() == ErrorKind::Unauthenticated))
+                .map(|(i, _)| *i)
+                .collect();
+            if !refused.is_empty() {
+                self.inner.forget(&auth, ctx, &region).await;
+                if let Ok(again) = self
+                    .inner
+                    .fetch_region(spc, &refused, &region, false, &auth, ctx)
+                    .await
+                {
+                    got.retain(|(i, _)| !refused.contains(i));
+                    got.extend(again);
+                }
+            }
+        }
+        match primary {
             Ok(got) => {
                 for (i, r) in got {
                     values[i] = Some(r);
@@ -461,29 +481,26 @@ impl Inner {
         Ok(Auth::Irsa { role, token })
     }
 
+    async fn forget(&self, auth: &Auth<'_>, ctx: &FetchContext<'_>, region: &str) {
+        self.identity
+            .forget(&credential_key(auth, ctx, region))
+            .await;
+    }
+
     async fn credentials(
         &self,
         auth: &Auth<'_>,
         ctx: &FetchContext<'_>,
         region: &str,
     ) -> Result<Credentials, Error> {
+        let key = credential_key(auth, ctx, region);
         match auth {
             Auth::PodIdentity { urls, token } => {
-                let key = CredentialKey {
-                    principal: urls.join(" "),
-                    pod_uid: ctx.pod.uid.clone(),
-                    region: String::new(),
-                };
                 self.identity
                     .cached(key, || self.identity.pod_identity(urls, token))
                     .await
             }
             Auth::Irsa { role, token } => {
-                let key = CredentialKey {
-                    principal: role.clone(),
-                    pod_uid: ctx.pod.uid.clone(),
-                    region: region.to_owned(),
-                };
                 self.identity
                     .cached(key, || self.assume_role(role, token, ctx, region))
                     .await
@@ -946,6 +963,23 @@ impl Inner {
                 (r.clone(), result)
             })
             .collect()
+    }
+}
+
+/// The cache key of the pod's credentials: per role (or agent), pod and
+/// region for IRSA; agent credentials are not regional.
+fn credential_key(auth: &Auth<'_>, ctx: &FetchContext<'_>, region: &str) -> CredentialKey {
+    match auth {
+        Auth::PodIdentity { urls, .. } => CredentialKey {
+            principal: urls.join(" "),
+            pod_uid: ctx.pod.uid.clone(),
+            region: String::new(),
+        },
+        Auth::Irsa { role, .. } => CredentialKey {
+            principal: role.clone(),
+            pod_uid: ctx.pod.uid.clone(),
+            region: region.to_owned(),
+        },
     }
 }
 
