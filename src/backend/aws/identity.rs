@@ -143,6 +143,11 @@ impl Identity {
                         .await
                         .map_err(|e| format!("no in-cluster or kubeconfig configuration ({e})"))?,
                 };
+                // A stalled API server must not hold a mount for its whole deadline.
+                let mut config = config;
+                config.connect_timeout = Some(Duration::from_secs(5));
+                config.read_timeout = Some(Duration::from_secs(15));
+                config.write_timeout = Some(Duration::from_secs(15));
                 kube::Client::try_from(config)
                     .map_err(|e| format!("cannot build a Kubernetes client ({e})"))
             })
@@ -209,7 +214,7 @@ impl Identity {
             return Ok(region.clone());
         }
         let need = format!(
-            "no region in the SecretProviderClass or coffer's flags (--aws-region); the label {REGION_LABEL} of node {node} is needed"
+            "no region in the SecretProviderClass or coffer's flags (set region, or --aws-region / AWS_REGION), so the label {REGION_LABEL} of node {node} is needed"
         );
         let client = self.kube(&need).await?;
         let api: kube::Api<Node> = kube::Api::all(client);

@@ -78,7 +78,7 @@ pub enum Error {
 }
 
 /// One AWS call's failure for one object.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{what} {object:?} in {region}: {operation}: {code}: {message}")]
 pub struct AwsError {
     pub what: &'static str,
@@ -663,7 +663,6 @@ impl Inner {
         let by_id: HashMap<String, Result<Vec<u8>, Error>> =
             batches.into_iter().flatten().collect();
         let mut out = singles;
-        let mut by_id = by_id;
         for &i in indices {
             let (name, version, label) = spc.objects[i].request(failover);
             if version.is_some() || label.is_some() {
@@ -671,11 +670,7 @@ impl Inner {
             }
             // The first object of an ID takes the result; others get a copy.
             let result = match by_id.get(name) {
-                Some(Ok(v)) => Ok(v.clone()),
-                Some(Err(_)) => match by_id.remove(name) {
-                    Some(Err(e)) => Err(e),
-                    _ => Err(missing(Kind::SecretsManager, name, region)),
-                },
+                Some(r) => copy(r),
                 None => Err(missing(Kind::SecretsManager, name, region)),
             };
             out.push((i, result));
@@ -871,17 +866,13 @@ impl Inner {
             self.get_parameters(client, batch, region).await
         }))
         .await;
-        let mut by_request: HashMap<String, Result<Vec<u8>, Error>> =
+        let by_request: HashMap<String, Result<Vec<u8>, Error>> =
             results.into_iter().flatten().collect();
         of_object
             .into_iter()
             .map(|(i, r)| {
                 let result = match by_request.get(&r) {
-                    Some(Ok(v)) => Ok(v.clone()),
-                    Some(Err(_)) => match by_request.remove(&r) {
-                        Some(Err(e)) => Err(e),
-                        _ => Err(missing(Kind::SsmParameter, &r, region)),
-                    },
+                    Some(r) => copy(r),
                     None => Err(missing(Kind::SsmParameter, &r, region)),
                 };
                 (i, result)
@@ -980,6 +971,17 @@ fn credential_key(auth: &Auth<'_>, ctx: &FetchContext<'_>, region: &str) -> Cred
             pod_uid: ctx.pod.uid.clone(),
             region: region.to_owned(),
         },
+    }
+}
+
+/// One request's result for each object that asked for it.
+fn copy(r: &Result<Vec<u8>, Error>) -> Result<Vec<u8>, Error> {
+    match r {
+        Ok(v) => Ok(v.clone()),
+        Err(Error::Aws(e)) => Err(Error::Aws(e.clone())),
+        Err(other) => Err(Error::Precondition {
+            message: other.to_string(),
+        }),
     }
 }
 

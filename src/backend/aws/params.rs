@@ -1192,6 +1192,30 @@ mod tests {
     }
 
     #[test]
+    fn region_checks_wait_for_the_node_region() {
+        // No region anywhere: the ARN's region is checked once the node's label is read.
+        let spc = parse(
+            &params(&[
+                ("failoverRegion", "us-east-2"),
+                (
+                    "objects",
+                    "- objectName: arn:aws:ssm:us-east-1:1:parameter/x\n",
+                ),
+            ]),
+            &Defaults::default(),
+        )
+        .unwrap();
+        assert!(spc.check_regions("us-east-1").is_ok());
+        let e = spc.check_regions("us-west-2").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "ARN region must match region us-west-2: arn:aws:ssm:us-east-1:1:parameter/x"
+        );
+        let e = spc.check_regions("us-east-2").unwrap_err().to_string();
+        assert!(e.contains("failover region cannot be the same"), "{e}");
+    }
+
+    #[test]
     fn arns_parse_like_aws_sdk_go() {
         let a = Arn::parse(SM).unwrap();
         assert_eq!(
