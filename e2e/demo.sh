@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make demo: a real OpenBao, the real coffer, and `coffer mount` (the driver
-# stand-in) mounting examples/demo/secretproviderclass.yaml. Prints the volume
-# as the pod would see it, then stops everything.
+# stand-in) mounting examples/demo/secretproviderclass.yaml; then a real moto
+# (AWS Secrets Manager, SSM, STS) and examples/demo/aws-secretproviderclass.yaml
+# through the `aws` socket. Prints the volumes as the pod would see them, then
+# stops everything.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -59,11 +61,29 @@ bao write -field=certificate pki/root/generate/internal common_name=demo-root-ca
 bao write pki/roles/demo allowed_domains=demo.example.com allow_subdomains=true max_ttl=72h >/dev/null
 
 HEALTH="127.0.0.1:$(free_port)"
-echo "==> coffer serve (socket $RUN/sockets/coffer.sock, health $HEALTH)"
-"$COFFER" serve --socket-dir "$RUN/sockets" --provider coffer --health-addr "$HEALTH" \
-    --vault-addr "$BAO_ADDR" --log-format text >"$RUN/coffer.log" 2>&1 &
+MOTO_PORT="$(free_port)"
+MOTO_ADDR="http://127.0.0.1:$MOTO_PORT"
+echo "==> moto (AWS Secrets Manager, SSM, STS) on $MOTO_ADDR"
+"$COFFER_MOTO_BIN" -H 127.0.0.1 -p "$MOTO_PORT" >"$RUN/moto.log" 2>&1 &
+pids+=($!)
+wait_until 30 "$COFFER_PYTHON" -c "import urllib.request; urllib.request.urlopen('$MOTO_ADDR/moto-api/data.json')"
+echo "==> seeding Secrets Manager demo/db and SSM /demo/api-key in us-west-2"
+MOTO_ADDR="$MOTO_ADDR" "$COFFER_PYTHON" - <<'SEED'
+import os, boto3
+kw = dict(endpoint_url=os.environ["MOTO_ADDR"], region_name="us-west-2",
+          aws_access_key_id="demo", aws_secret_access_key="demo")
+boto3.client("secretsmanager", **kw).create_secret(
+    Name="demo/db", SecretString='{"username":"app","password":"demo-only-aws-password","port":5432}')
+boto3.client("ssm", **kw).put_parameter(
+    Name="/demo/api-key", Value="demo-only-api-key", Type="SecureString")
+SEED
+
+echo "==> coffer serve (sockets $RUN/sockets/{coffer,aws}.sock, health $HEALTH)"
+"$COFFER" serve --socket-dir "$RUN/sockets" --provider coffer --provider aws --health-addr "$HEALTH" \
+    --vault-addr "$BAO_ADDR" --aws-endpoint-url "$MOTO_ADDR" --log-format text >"$RUN/coffer.log" 2>&1 &
 pids+=($!)
 wait_until 20 test -S "$RUN/sockets/coffer.sock"
+wait_until 20 test -S "$RUN/sockets/aws.sock"
 
 POD_UID="7d1c2f4e-0000-4000-8000-00000000d3m0"
 "$MINT" demo web web-0 "$POD_UID" vault 600 >"$RUN/token"
@@ -83,5 +103,15 @@ echo "==> mount again, as the driver's republish does: same files, same versions
 "$COFFER" mount --spc examples/demo/secretproviderclass.yaml --socket-dir "$RUN/sockets" \
     --pod-name web-0 --pod-namespace demo --pod-uid "$POD_UID" --service-account web \
     --token "vault=$RUN/token" --out "$RUN/volume" | head -1
+"$MINT" demo web web-0 "$POD_UID" sts.amazonaws.com 600 >"$RUN/aws-token"
+echo "==> coffer mount of the aws SecretProviderClass (aws.sock) into $RUN/aws-volume"
+"$COFFER" mount --spc examples/demo/aws-secretproviderclass.yaml --socket-dir "$RUN/sockets" \
+    --pod-name web-0 --pod-namespace demo --pod-uid "$POD_UID" --service-account web \
+    --token "sts.amazonaws.com=$RUN/aws-token" --out "$RUN/aws-volume"
+(cd "$RUN/aws-volume" && find -L . -path './..*' -prune -o -type f -printf '%M %5s %p\n' | sort)
+echo "==> demo contents (demo data only)"
+for f in demo_db db-username db-port api-key; do printf '%s: %s\n' "$f" "$(cat "$RUN/aws-volume/$f")"; done
+echo "==> AWS calls (coffer's /metrics)"
+"$COFFER_PYTHON" -c "import urllib.request; print(urllib.request.urlopen('http://$HEALTH/metrics').read().decode())" | grep -E '^coffer_(backend_requests_total\{backend="aws"|cache_lookups_total\{cache="aws_credentials")' || true
 echo "==> coffer log (no secret values, no tokens)"
 cat "$RUN/coffer.log"

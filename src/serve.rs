@@ -51,9 +51,28 @@ pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
             cache_size: args.cache_size,
             parallel_reads: 8,
         };
-        backends.add(Arc::new(vault::VaultBackend::new(config, metrics)));
+        backends.add(Arc::new(vault::VaultBackend::new(config, metrics.clone())));
     }
-    #[cfg(not(feature = "vault"))]
+    #[cfg(feature = "aws")]
+    {
+        use crate::backend::aws;
+        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let config = aws::Config {
+            defaults: aws::params::Defaults {
+                region: non_empty(&args.aws_region),
+            },
+            endpoint_url: non_empty(&args.aws_endpoint_url),
+            region_endpoints: args.aws_region_endpoints.clone(),
+            pod_identity_endpoint: non_empty(&args.aws_pod_identity_endpoint),
+            pod_identity_timeout: args.aws_pod_identity_timeout,
+            kube: aws::identity::KubeSettings {
+                enabled: args.aws_kube_api,
+                kubeconfig: args.kubeconfig.clone(),
+                node_name: non_empty(&args.node_name),
+            },
+        };
+        backends.add(Arc::new(aws::AwsBackend::new(config, metrics.clone())));
+    }
     let _ = (args, metrics);
     backends
 }

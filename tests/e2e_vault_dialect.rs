@@ -426,7 +426,8 @@ async fn kubernetes_auth_method_with_a_token_review_endpoint() {
     let bao = bao();
     // kube-apiserver's TokenReview, as far as Vault needs it: verify the
     // signature with the test key and report the service account.
-    let review = support::stub::Stub::start(Box::new(|method, path, body| {
+    let review = support::stub::Stub::start(|req: &support::stub::Request| {
+        let (method, path, body) = (req.method.as_str(), req.path.as_str(), req.body.as_slice());
         if method != "POST" || path != "/apis/authentication.k8s.io/v1/tokenreviews" {
             return (404, "application/json", b"{}".to_vec());
         }
@@ -448,7 +449,7 @@ async fn kubernetes_auth_method_with_a_token_review_endpoint() {
         };
         let out = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status});
         (201, "application/json", out.to_string().into_bytes())
-    }));
+    });
     bao.enable_auth("kubernetes", "kubernetes");
     let ca_dir = tempfile::tempdir().unwrap();
     let (_, ca_file, _) = certificates(ca_dir.path());
@@ -471,7 +472,7 @@ async fn kubernetes_auth_method_with_a_token_review_endpoint() {
     let m = mount(&coffer.socket("vault"), p.clone()).await.unwrap();
     assert_eq!(text(&m, "s"), "u1");
     assert!(
-        review.hits.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        review.count("/apis/authentication.k8s.io/v1/tokenreviews") >= 1,
         "Vault asked the TokenReview endpoint"
     );
 
@@ -577,7 +578,7 @@ async fn sealed_or_unreachable_vault_is_unavailable_and_names_it() {
 #[ignore = "needs the coffer binary: run make test"]
 async fn login_without_auth_block_or_with_empty_body_is_a_clear_error() {
     // A server that answers logins with 200 and no auth block, or 204.
-    let fake = support::stub::Stub::start(Box::new(|_, path, _| match path {
+    let fake = support::stub::Stub::start(|req: &support::stub::Request| match req.path.as_str() {
         "/v1/auth/jwt/login" => (
             200,
             "application/json",
@@ -586,7 +587,7 @@ async fn login_without_auth_block_or_with_empty_body_is_a_clear_error() {
         "/v1/auth/empty/login" => (204, "application/json", Vec::new()),
         "/v1/auth/junk/login" => (200, "text/html", b"<html>proxy error</html>".to_vec()),
         _ => (404, "application/json", br#"{"errors":[]}"#.to_vec()),
-    }));
+    });
     let coffer = Coffer::start(&["vault"], &[]);
     for mount_path in ["jwt", "empty", "junk"] {
         let p: BTreeMap<String, String> = [

@@ -20,7 +20,8 @@ const UID: &str = "7e57c0de-4b5e-4c6d-8e7f-9a0b1c2d3e4f";
 
 /// A Vault that accepts every login and answers reads by path.
 fn hostile_vault() -> Stub {
-    Stub::start(Box::new(|_, path, _| {
+    Stub::start(|req: &support::stub::Request| {
+        let path = req.path.as_str();
         let big = || {
             let mut s = String::from(r#"{"data":{"k":""#);
             s.push_str(&"x".repeat(5 * 1024 * 1024));
@@ -41,7 +42,7 @@ fn hostile_vault() -> Stub {
             "/v1/503" => (503, "application/json", br#"{"errors":["Vault is sealed"]}"#.to_vec()),
             _ => (404, "application/json", br#"{"errors":[]}"#.to_vec()),
         }
-    }))
+    })
 }
 
 fn attributes(vault: &str, objects: &str, extra: &[(&str, &str)]) -> Value {

@@ -13,6 +13,8 @@ use async_trait::async_trait;
 use crate::mount::request::{NodePublishSecrets, Parameters, PodInfo, ServiceAccountTokens};
 use crate::secret::SecretBytes;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "vault")]
 pub mod vault;
 

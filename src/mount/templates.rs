@@ -298,7 +298,11 @@ impl Input {
 impl Object for Input {
     fn repr(self: &Arc<Self>) -> ObjectRepr {
         // Text behaves as a plain value (tojson gives a string); JSON as a map.
-        if self.json.is_some() { ObjectRepr::Map } else { ObjectRepr::Plain }
+        if self.json.is_some() {
+            ObjectRepr::Map
+        } else {
+            ObjectRepr::Plain
+        }
     }
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
@@ -494,8 +498,14 @@ mod tests {
         assert_eq!(run("{{ token | json }}").unwrap(), r#""t0k3n""#);
         assert_eq!(run("{{ token | tojson }}").unwrap(), r#""t0k3n""#);
         assert_eq!(run("{{ db.password | tojson }}").unwrap(), r#""p@ss w$rd""#);
-        assert_eq!(run("{{ db | tojson }}").unwrap(), r#"{"api-key": "k1", "password": "p@ss w$rd", "user": "app"}"#);
-        assert_eq!(run("{{ files['db-host'] | upper }}").unwrap(), "DB.INTERNAL");
+        assert_eq!(
+            run("{{ db | tojson }}").unwrap(),
+            r#"{"api-key": "k1", "password": "p@ss w$rd", "user": "app"}"#
+        );
+        assert_eq!(
+            run("{{ files['db-host'] | upper }}").unwrap(),
+            "DB.INTERNAL"
+        );
         assert_eq!(run("{{ missing | default('x') }}").unwrap(), "x");
         assert_eq!(
             run("a:\n{{ 'b: 1\nc: 2' | indent(2) }}").unwrap(),

@@ -17,6 +17,7 @@
 pub mod bao;
 pub mod http;
 pub mod jwt;
+pub mod moto;
 pub mod proc;
 pub mod proxy;
 pub mod stub;

@@ -1,0 +1,207 @@
+//! A real moto server (`moto_server`, from `moto[server]`) for the AWS
+//! tests: Secrets Manager, SSM Parameter Store and STS on 127.0.0.1.
+//!
+//! Seeding goes through moto's AWS API itself (JSON 1.1 protocol, like the
+//! SDKs). moto does not check signatures; it takes the service and region
+//! from the SigV4 credential scope, so [`Moto::call`] sends a scope only.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::proc::{Reaper, kill_and_reap, open_log, scrub_env, tail};
+use super::{free_port, http, tempdir, tool_setting, wait_for};
+
+/// How long `Moto::start` waits for the server.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub const NOT_INSTALLED: &str = "moto not installed: run `bash e2e/setup.sh` (make test does)";
+
+pub fn moto_bin() -> PathBuf {
+    match tool_setting("COFFER_MOTO_BIN") {
+        Some(p) if std::path::Path::new(&p).is_file() => PathBuf::from(p),
+        _ => panic!("{NOT_INSTALLED}"),
+    }
+}
+
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`
+    pub addr: String,
+    child: Option<Child>,
+    reaper: Option<Reaper>,
+    dir: tempfile::TempDir,
+    pub log_path: PathBuf,
+}
+
+impl Moto {
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits (≤ 30 s) until it answers.
+    pub fn start() -> Moto {
+        let bin = moto_bin();
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let port = free_port();
+            let dir = tempdir("moto");
+            let log_path = dir.path().join("moto.log");
+            let log = open_log(&log_path);
+            let log_err = log.try_clone().expect("clone log file handle");
+            let mut cmd = Command::new(&bin);
+            scrub_env(&mut cmd);
+            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .current_dir(dir.path())
+                .env("HOME", dir.path())
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log_err));
+            let child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let reaper = Reaper::watch(child.id());
+            let mut moto = Moto {
+                addr: format!("http://127.0.0.1:{port}"),
+                child: Some(child),
+                reaper: Some(reaper),
+                dir,
+                log_path,
+            };
+            let ready = wait_for(START_TIMEOUT, || {
+                if let Some(c) = moto.child.as_mut()
+                    && let Ok(Some(_)) = c.try_wait()
+                {
+                    return Some(false);
+                }
+                http::get(&moto.addr, "/moto-api/data.json")
+                    .ok()
+                    .filter(|r| r.status == 200)
+                    .map(|_| true)
+            });
+            match ready {
+                Some(true) => return moto,
+                Some(false) => {
+                    last_log = moto.log_text();
+                    drop(moto);
+                }
+                None => panic!(
+                    "moto not ready within {START_TIMEOUT:?} at {}; log:\n{}",
+                    moto.addr,
+                    tail(&moto.log_text(), 50)
+                ),
+            }
+        }
+        panic!(
+            "moto_server failed to start 3 times; last log:\n{}",
+            tail(&last_log, 50)
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// One JSON 1.1 call: `service` is the signing name (`secretsmanager`,
+    /// `ssm`), `target` the X-Amz-Target (`secretsmanager.CreateSecret`,
+    /// `AmazonSSM.PutParameter`). Returns (status, JSON body).
+    pub fn call(&self, service: &str, region: &str, target: &str, body: &Value) -> (u16, Value) {
+        let auth = format!(
+            "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
+        );
+        let bytes = serde_json::to_vec(body).unwrap();
+        let resp = http::request(
+            &self.addr,
+            "POST",
+            "/",
+            &[
+                ("Content-Type", "application/x-amz-json-1.1"),
+                ("X-Amz-Target", target),
+                ("X-Amz-Date", "20260101T000000Z"),
+                ("Authorization", &auth),
+            ],
+            Some(&bytes),
+        )
+        .unwrap_or_else(|e| panic!("moto {target}: {e}"));
+        (resp.status, resp.json())
+    }
+
+    fn ok(&self, service: &str, region: &str, target: &str, body: Value) -> Value {
+        let (status, v) = self.call(service, region, target, &body);
+        assert_eq!(status, 200, "moto {target} in {region}: {v}");
+        v
+    }
+
+    /// Creates a secret with a SecretString; returns its ARN.
+    pub fn create_secret(&self, region: &str, name: &str, value: &str) -> String {
+        let v = self.ok(
+            "secretsmanager",
+            region,
+            "secretsmanager.CreateSecret",
+            json!({"Name": name, "SecretString": value}),
+        );
+        v["ARN"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates a secret with a SecretBinary; returns its ARN.
+    pub fn create_binary_secret(&self, region: &str, name: &str, value: &[u8]) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(value);
+        let v = self.ok(
+            "secretsmanager",
+            region,
+            "secretsmanager.CreateSecret",
+            json!({"Name": name, "SecretBinary": b64}),
+        );
+        v["ARN"].as_str().unwrap().to_owned()
+    }
+
+    /// A new current version of a secret; returns its VersionId.
+    pub fn put_secret_value(&self, region: &str, id: &str, value: &str) -> String {
+        let v = self.ok(
+            "secretsmanager",
+            region,
+            "secretsmanager.PutSecretValue",
+            json!({"SecretId": id, "SecretString": value}),
+        );
+        v["VersionId"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates or overwrites a parameter (`String`, `StringList`, `SecureString`); returns its version.
+    pub fn put_parameter(&self, region: &str, name: &str, value: &str, kind: &str) -> i64 {
+        let v = self.ok(
+            "ssm",
+            region,
+            "AmazonSSM.PutParameter",
+            json!({"Name": name, "Value": value, "Type": kind, "Overwrite": true}),
+        );
+        v["Version"].as_i64().unwrap()
+    }
+
+    pub fn label_parameter(&self, region: &str, name: &str, version: i64, label: &str) {
+        self.ok(
+            "ssm",
+            region,
+            "AmazonSSM.LabelParameterVersion",
+            json!({"Name": name, "ParameterVersion": version, "Labels": [label]}),
+        );
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.reaper = None;
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- moto log ({}), last 40 lines ----\n{}\n---- end of moto log ----",
+                self.log_path.display(),
+                tail(&self.log_text(), 40)
+            );
+        }
+    }
+}
