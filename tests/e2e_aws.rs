@@ -748,3 +748,41 @@ fn examples_pass_coffer_check() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+#[ignore = "needs moto: run make test"]
+fn templates_render_a_dotenv_from_aws_secrets() {
+    let moto = Moto::start();
+    seed(&moto, REGION);
+    let coffer = start_coffer(&moto, &[]);
+    let pod = Pod::new(IRSA);
+    let templates = "- fileName: app.env\n  filePermission: \"0600\"\n  template: |\n    DB_USER={{ db.username }}\n    DB_PASSWORD={{ db.password | dotenv }}\n    DB_PORT={{ db.port }}\n    API_KEY={{ api }}\n";
+    let spc = pod.spc(
+        "shop-env",
+        "aws",
+        &[("region", REGION), ("roleArn", ROLE), ("templates", templates)],
+        "- {objectName: shop/db, objectType: secretsmanager, objectAlias: db, templateOnly: true}\n- {objectName: /shop/api-key, objectType: ssmparameter, objectAlias: api, templateOnly: true}\n",
+    );
+    let out = pod.dir.path().join("volume");
+    let report = mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert!(report.starts_with("wrote 1 file(s)"), "{report}");
+    assert_eq!(
+        read(&out, "app.env"),
+        format!("DB_USER=shop\nDB_PASSWORD=\"{DB_PASSWORD}\"\nDB_PORT=5432\nAPI_KEY={API_KEY}\n")
+    );
+    assert_eq!(mode(&out, "app.env"), 0o600);
+    assert!(
+        !out.join("db").exists() && !out.join("api").exists(),
+        "templateOnly objects are not files"
+    );
+    let ids: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.strip_prefix("version "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    assert_eq!(ids, ["db", "api", "app.env"]);
+    assert_log_clean(
+        &coffer,
+        &[DB_PASSWORD, API_KEY, &pod.token[pod.token.len() - 20..]],
+    );
+}
