@@ -64,6 +64,10 @@ impl Drop for Killed {
 }
 
 fn mint(pod: &str, uid: &str) -> String {
+    mint_for(pod, uid, "vault")
+}
+
+fn mint_for(pod: &str, uid: &str, audience: &str) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -71,7 +75,7 @@ fn mint(pod: &str, uid: &str) -> String {
     let claims = json!({
         "iss": "https://kubernetes.default.svc.cluster.local",
         "sub": format!("system:serviceaccount:{NS}:{SA}"),
-        "aud": ["vault"], "iat": now, "nbf": now, "exp": now + 7200,
+        "aud": [audience], "iat": now, "nbf": now, "exp": now + 7200,
         "kubernetes.io": {"namespace": NS, "pod": {"name": pod, "uid": uid}, "serviceaccount": {"name": SA, "uid": "00000000-0000-4000-8000-000000000001"}},
     });
     let key = std::fs::read(root().join("tests/fixtures/sa-signing-key.pem")).expect("test key");
@@ -267,9 +271,13 @@ struct Coffer {
 }
 
 fn start_coffer(dir: &Path) -> Result<Coffer> {
+    start_coffer_with(dir, "vault", &[])
+}
+
+fn start_coffer_with(dir: &Path, provider: &str, extra: &[&str]) -> Result<Coffer> {
     let bin = root().join("target/release/coffer");
     let health = format!("127.0.0.1:{}", free_port());
-    let socket = dir.join("vault.sock");
+    let socket = dir.join(format!("{provider}.sock"));
     let started = Instant::now();
     // BENCH_WRAPPER runs coffer under a profiler, e.g. "valgrind --tool=callgrind".
     let wrapper: Vec<String> = std::env::var("BENCH_WRAPPER")
@@ -289,7 +297,7 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
         .args([
             "serve",
             "--provider",
-            "vault",
+            provider,
             "--health-addr",
             &health,
             "--log-level",
@@ -297,6 +305,7 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
             "--socket-dir",
         ])
         .arg(dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -556,6 +565,9 @@ async fn main() -> Result<()> {
     }
     report.rss_after_kib = proc_status(coffer.pid, "VmRSS:");
 
+    // AWS: batch and STS calls per warm mount, against moto.
+    report.aws = aws_calls(&dir).await?;
+
     // Soak: rotation-style republishes over 5,000 pods, RSS sampled.
     if soak_seconds > 0 {
         let tokens: Vec<String> = (0..5000)
@@ -612,8 +624,134 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
+/// moto with 25 secrets; calls per warm mount of 1, 10, 25 objects:
+/// (objects, BatchGetSecretValue, GetSecretValue, AssumeRoleWithWebIdentity).
+async fn aws_calls(dir: &Path) -> Result<Vec<(usize, f64, f64, f64)>> {
+    let bin = tool("COFFER_MOTO_BIN")?;
+    let port = free_port();
+    let moto_dir = dir.join("moto");
+    std::fs::create_dir_all(&moto_dir)?;
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .current_dir(&moto_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let _moto = Killed(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{addr}/moto-api/data.json"))
+        .send()
+        .await
+        .is_err()
+    {
+        if Instant::now() > deadline {
+            return Err("moto did not start".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..25 {
+        let body = serde_json::to_vec(
+            &json!({"Name": format!("bench/s{i}"), "SecretString": format!("{{\"value\":\"aws-bench-{i}\"}}")}),
+        )?;
+        let resp = http
+            .post(&addr)
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .header("X-Amz-Target", "secretsmanager.CreateSecret")
+            .header("X-Amz-Date", "20260101T000000Z")
+            .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-west-2/secretsmanager/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+            .body(body)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            return Err(format!("moto CreateSecret: {}", resp.status()).into());
+        }
+    }
+    let aws_dir = dir.join("aws");
+    std::fs::create_dir_all(&aws_dir)?;
+    let coffer = start_coffer_with(&aws_dir, "aws", &["--aws-endpoint-url", &addr])?;
+    let mut client = connect(&coffer.socket).await?;
+    let token = mint_for("web-0", &uid(0), "sts.amazonaws.com");
+    let mut out = Vec::new();
+    for n in [1usize, 10, 25] {
+        let objects: String = (0..n)
+            .map(|i| format!("- {{objectName: bench/s{i}, objectType: secretsmanager}}\n"))
+            .collect();
+        let mut parameters = BTreeMap::new();
+        for (k, v) in [
+            ("region", "us-west-2"),
+            ("roleArn", "arn:aws:iam::123456789012:role/bench"),
+            ("objects", objects.as_str()),
+        ] {
+            parameters.insert(k.to_owned(), v.to_owned());
+        }
+        let spc = SecretProviderClass {
+            name: "bench-aws".into(),
+            namespace: Some(NS.into()),
+            provider: "aws".into(),
+            parameters,
+        };
+        let pod = PodIdentity {
+            name: "web-0".into(),
+            namespace: NS.into(),
+            uid: uid(0),
+            service_account: SA.into(),
+        };
+        let attributes = standin::attributes(
+            &spc,
+            &[],
+            &pod,
+            Some(&standin::tokens_json(&[(
+                "sts.amazonaws.com".into(),
+                Token::new(token.clone()),
+            )])),
+        );
+        let req = MountRequest {
+            attributes,
+            secrets: "null".into(),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        };
+        client.mount(req.clone()).await?;
+        let series =
+            |op: &str| format!("coffer_backend_requests_total{{backend=\"aws\",operation=\"{op}\"");
+        let before = (
+            metric(
+                &coffer.health,
+                &series("secretsmanager.BatchGetSecretValue"),
+            )
+            .await,
+            metric(&coffer.health, &series("secretsmanager.GetSecretValue")).await,
+            metric(&coffer.health, &series("sts.AssumeRoleWithWebIdentity")).await,
+        );
+        for _ in 0..20 {
+            client.mount(req.clone()).await?;
+        }
+        let after = (
+            metric(
+                &coffer.health,
+                &series("secretsmanager.BatchGetSecretValue"),
+            )
+            .await,
+            metric(&coffer.health, &series("secretsmanager.GetSecretValue")).await,
+            metric(&coffer.health, &series("sts.AssumeRoleWithWebIdentity")).await,
+        );
+        out.push((
+            n,
+            (after.0 - before.0) / 20.0,
+            (after.1 - before.1) / 20.0,
+            (after.2 - before.2) / 20.0,
+        ));
+    }
+    Ok(out)
+}
+
 #[derive(Default)]
 struct Report {
+    aws: Vec<(usize, f64, f64, f64)>,
     cold_start_ms: (f64, f64),
     rss_idle_kib: u64,
     rss_after_kib: u64,
@@ -671,6 +809,13 @@ impl Report {
         }
         for (n, logins, reads) in &self.calls {
             s.push_str(&format!("| Vault calls per warm mount, {n} objects on {n} paths: logins / reads | {logins:.2} / {reads:.2} | 0 / {n} | {} |\n", met(*logins == 0.0 && (*reads - *n as f64).abs() < 0.01)));
+        }
+        for (n, batch, single, sts) in &self.aws {
+            let want = n.div_ceil(20);
+            s.push_str(&format!(
+                "| AWS calls per warm mount, {n} Secrets Manager objects: BatchGetSecretValue / GetSecretValue / STS | {batch:.2} / {single:.2} / {sts:.2} | {want} / 0 / 0 | {} |\n",
+                met((*batch - want as f64).abs() < 0.01 && *single == 0.0 && *sts == 0.0)
+            ));
         }
         s.push_str(&format!("| provider CPU per 1-object mount (user+sys from /proc) | {:.0} µs | ≤ 150 µs | {} |\n", self.cpu_us_per_mount, met(self.cpu_us_per_mount <= 150.0)));
         s.push_str(&format!(
