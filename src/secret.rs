@@ -60,6 +60,15 @@ impl Token {
     }
 }
 
+impl Token {
+    /// SHA-256 of the token: lets a cache tell "the same token the backend
+    /// accepted" from any other without keeping the token as a key.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        sha2::Sha256::digest(self.expose().as_bytes()).into()
+    }
+}
+
 impl fmt::Debug for Token {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Token(<redacted>)")

@@ -130,14 +130,17 @@ async fn mount_as(
     })
 }
 
+/// The pod's token, minted once: kubelet hands the same token to every
+/// mount until it rotates it.
+fn pod_token() -> String {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN
+        .get_or_init(|| jwt::sa_token(NS, SA, POD, POD_UID, "vault", 3600))
+        .clone()
+}
+
 async fn mount(socket: &Path, params: BTreeMap<String, String>) -> Result<Mount, tonic::Status> {
-    mount_as(
-        socket,
-        params,
-        &[("vault", jwt::sa_token(NS, SA, POD, POD_UID, "vault", 600))],
-        POD_UID,
-    )
-    .await
+    mount_as(socket, params, &[("vault", pod_token())], POD_UID).await
 }
 
 fn text(m: &Mount, path: &str) -> String {
@@ -372,6 +375,46 @@ async fn one_login_for_many_mounts_of_a_pod_even_when_concurrent() {
     bao.write("sys/leases/revoke-prefix/auth/jwt/login", json!({}));
     mount(&coffer.socket("vault"), p).await.unwrap();
     assert_eq!(metric(&coffer, LOGINS), 2.0);
+}
+
+#[tokio::test]
+#[ignore = "needs OpenBao: run make test"]
+async fn a_forged_token_naming_a_logged_in_pod_does_not_reuse_its_login() {
+    let bao = bao();
+    let coffer = Coffer::start(&["vault"], &[]);
+    let p = params(
+        &bao,
+        &[(
+            "objects",
+            "- {objectName: s, secretPath: kv1/app, secretKey: user}",
+        )],
+    );
+    mount(&coffer.socket("vault"), p.clone()).await.unwrap();
+    // Same pod UID, same subject, same audience, but not signed by the cluster.
+    let real = pod_token();
+    let mut parts: Vec<&str> = real.split('.').collect();
+    let forged_sig = "c2lnbmF0dXJlLW9mLWFuLWF0dGFja2Vy";
+    parts[2] = forged_sig;
+    let forged = parts.join(".");
+    let err = mount_as(
+        &coffer.socket("vault"),
+        p.clone(),
+        &[("vault", forged)],
+        POD_UID,
+    )
+    .await
+    .err()
+    .expect("forged token must not be served");
+    assert_eq!(
+        err.code(),
+        tonic::Code::PermissionDenied,
+        "{}",
+        err.message()
+    );
+    assert_eq!(metric(&coffer, LOGINS), 1.0);
+    // The real pod is still served from its cached login.
+    mount(&coffer.socket("vault"), p).await.unwrap();
+    assert_eq!(metric(&coffer, LOGINS), 1.0);
 }
 
 #[tokio::test]

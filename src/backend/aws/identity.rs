@@ -88,6 +88,9 @@ pub struct CredentialKey {
     pub pod_uid: String,
     /// The STS region (IRSA); empty for Pod Identity.
     pub region: String,
+    /// SHA-256 of the pod's token: cached credentials are reused only for
+    /// the exact token AWS accepted (coffer cannot verify tokens itself).
+    pub token: [u8; 32],
 }
 
 pub struct Identity {

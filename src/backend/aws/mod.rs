@@ -963,15 +963,17 @@ impl Inner {
 /// region for IRSA; agent credentials are not regional.
 fn credential_key(auth: &Auth<'_>, ctx: &FetchContext<'_>, region: &str) -> CredentialKey {
     match auth {
-        Auth::PodIdentity { urls, .. } => CredentialKey {
+        Auth::PodIdentity { urls, token } => CredentialKey {
             principal: urls.join(" "),
             pod_uid: ctx.pod.uid.clone(),
             region: String::new(),
+            token: token.digest(),
         },
-        Auth::Irsa { role, .. } => CredentialKey {
+        Auth::Irsa { role, token } => CredentialKey {
             principal: role.clone(),
             pod_uid: ctx.pod.uid.clone(),
             region: region.to_owned(),
+            token: token.digest(),
         },
     }
 }

@@ -165,6 +165,12 @@ struct CachedResponse {
 struct LoginKey {
     pod_uid: String,
     subject: String,
+    /// The cached Vault token is reused only for the exact ServiceAccount
+    /// token that Vault accepted at login: coffer cannot check a token's
+    /// signature itself, so a caller with a forged token naming the same pod
+    /// must not ride on the real pod's login. (kubelet rotates the token at
+    /// 80% of its lifetime, so this costs one login per rotation.)
+    token: [u8; 32],
     connection: Connection,
 }
 
@@ -257,6 +263,7 @@ impl Fetch for VaultFetch {
         let key = LoginKey {
             pod_uid: ctx.pod.uid.clone(),
             subject: claims.subject.clone().unwrap_or_default(),
+            token: jwt.digest(),
             connection: conn.clone(),
         };
 
@@ -398,6 +405,20 @@ impl Inner {
                             l.as_ref().is_some_and(|c| c.valid_until > Instant::now())
                         })
                 });
+                // Still full of valid logins: drop idle ones (their pods log in
+                // again when they next mount) so the bound holds.
+                let cap = self.config.cache_size.max(1);
+                if logins.len() >= cap {
+                    let idle: Vec<LoginKey> = logins
+                        .iter()
+                        .filter(|(_, slot)| Arc::strong_count(slot) == 1)
+                        .map(|(k, _)| k.clone())
+                        .take(logins.len() + 1 - cap)
+                        .collect();
+                    for k in idle {
+                        logins.remove(&k);
+                    }
+                }
             }
             logins.entry(key.clone()).or_default().clone()
         };
