@@ -44,6 +44,27 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
 }
 
+/// A `filePermission` as YAML gives it: `0600` (YAML 1.1 octal, which
+/// serde_yaml reads as a string), `"0600"`, `0o600`, or an integer taken
+/// as is. `None` when it is not a mode.
+pub fn yaml_mode(v: &serde_yaml::Value) -> Option<u32> {
+    match v {
+        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim();
+            let digits = s
+                .strip_prefix("0o")
+                .or_else(|| s.strip_prefix('0'))
+                .unwrap_or(s);
+            if digits.is_empty() {
+                return (s == "0").then_some(0);
+            }
+            u32::from_str_radix(digits, 8).ok()
+        }
+        _ => None,
+    }
+}
+
 /// A name or path as error messages quote it: long ones are cut, so a
 /// hostile 5,000-byte path cannot crowd out the reason.
 pub fn short(s: &str) -> String {

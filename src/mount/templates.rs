@@ -100,7 +100,7 @@ pub fn parse(yaml: Option<&str>) -> Result<Vec<Template>, Error> {
             .ok_or_else(|| field(format!("{file_name:?}: template is required")))?;
         let mode = match raw.file_permission {
             None | Some(serde_yaml::Value::Null) => None,
-            Some(v) => Some(parse_mode(&v).ok_or_else(|| {
+            Some(v) => Some(crate::mount::files::yaml_mode(&v).ok_or_else(|| {
                 field(format!(
                     "{file_name:?}: filePermission must be an octal mode such as 0600"
                 ))
@@ -115,24 +115,6 @@ pub fn parse(yaml: Option<&str>) -> Result<Vec<Template>, Error> {
         out.push(t);
     }
     Ok(out)
-}
-
-fn parse_mode(v: &serde_yaml::Value) -> Option<u32> {
-    match v {
-        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_yaml::Value::String(s) => {
-            let s = s.trim();
-            let digits = s
-                .strip_prefix("0o")
-                .or_else(|| s.strip_prefix('0'))
-                .unwrap_or(s);
-            if digits.is_empty() {
-                return (s == "0").then_some(0);
-            }
-            u32::from_str_radix(digits, 8).ok()
-        }
-        _ => None,
-    }
 }
 
 fn environment() -> Environment<'static> {

@@ -355,7 +355,7 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
         };
         let mode = match raw.file_permission {
             None | Some(serde_yaml::Value::Null) => None,
-            Some(v) => match parse_mode(&v) {
+            Some(v) => match crate::mount::files::yaml_mode(&v) {
                 Some(0) => None,
                 Some(m) => Some(m),
                 None => {
@@ -415,25 +415,6 @@ fn parse_bool(raw: &str) -> Option<bool> {
     }
 }
 
-/// `0600` (YAML 1.1 octal, read by serde_yaml as a string), `0o600`, or an integer.
-fn parse_mode(v: &serde_yaml::Value) -> Option<u32> {
-    match v {
-        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_yaml::Value::String(s) => {
-            let s = s.trim();
-            let digits = s
-                .strip_prefix("0o")
-                .or_else(|| s.strip_prefix('0'))
-                .unwrap_or(s);
-            if digits.is_empty() && s == "0" {
-                return Some(0);
-            }
-            u32::from_str_radix(digits, 8).ok()
-        }
-        _ => None,
-    }
-}
-
 /// `secret/foo`, `/secret/foo`, `v1/secret/foo`, `/v1/secret/foo` → `secret/foo`;
 /// anything after `?` becomes query parameters.
 fn normalise_path(raw: &str) -> Result<(String, Vec<(String, String)>), String> {
@@ -485,7 +466,8 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn yaml_reason(e: &serde_yaml::Error) -> String {
-    // serde_yaml messages describe types and positions; they do not quote scalars.
+    // serde_yaml messages name types and positions and may quote a scalar of
+    // the objects list: configuration, never a secret value.
     e.to_string()
 }
 
