@@ -57,6 +57,12 @@ pub struct NormalizeAuthority<S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Preface,
+    /// The first header block decides: a valid `:authority` (driver v1.6,
+    /// gRPC-core) switches the connection to `Passthrough` with that block's
+    /// bytes forwarded as they came, so the server's HPACK state matches the
+    /// client's and nothing is decoded again; an invalid one to `Frames`.
+    Detect,
+    /// Every header block is decoded and re-encoded (drivers ≤ v1.5).
     Frames,
     /// Not HTTP/2 with prior knowledge: pass bytes through, let h2 refuse them.
     Passthrough,
@@ -67,6 +73,8 @@ struct PendingBlock {
     flags: u8,
     priority: Option<[u8; 5]>,
     block: BytesMut,
+    /// The frames as received (kept only while detecting).
+    original: BytesMut,
 }
 
 impl<S> NormalizeAuthority<S> {
@@ -121,9 +129,9 @@ impl<S> NormalizeAuthority<S> {
                     }
                     let preface = self.raw.split_to(PREFACE.len());
                     self.out.extend_from_slice(&preface);
-                    self.state = State::Frames;
+                    self.state = State::Detect;
                 }
-                State::Frames => {
+                State::Frames | State::Detect => {
                     if self.raw.len() < FRAME_HEADER {
                         return Ok(());
                     }
@@ -152,11 +160,16 @@ impl<S> NormalizeAuthority<S> {
                         return Ok(());
                     }
                     let mut frame = self.raw.split_to(FRAME_HEADER + len);
+                    let original = if self.state == State::Detect {
+                        Some(frame.clone())
+                    } else {
+                        None
+                    };
                     let flags = frame[4];
                     let stream_id =
                         u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
                     frame.advance(FRAME_HEADER);
-                    self.on_block_frame(kind, flags, stream_id, frame)?;
+                    self.on_block_frame(kind, flags, stream_id, frame, original)?;
                 }
             }
         }
@@ -168,6 +181,7 @@ impl<S> NormalizeAuthority<S> {
         flags: u8,
         stream_id: u32,
         mut payload: BytesMut,
+        original: Option<BytesMut>,
     ) -> io::Result<()> {
         match (kind, self.pending.as_mut()) {
             (TYPE_HEADERS, None) => {
@@ -197,6 +211,7 @@ impl<S> NormalizeAuthority<S> {
                     flags,
                     priority,
                     block: payload,
+                    original: original.unwrap_or_default(),
                 });
             }
             (TYPE_CONTINUATION, Some(p)) if p.stream_id == stream_id => {
@@ -204,6 +219,9 @@ impl<S> NormalizeAuthority<S> {
                     return Err(invalid("header block too large"));
                 }
                 p.block.extend_from_slice(&payload);
+                if let Some(o) = &original {
+                    p.original.extend_from_slice(o);
+                }
                 p.flags |= flags & FLAG_END_HEADERS;
             }
             _ => return Err(invalid("unexpected frame inside a header block")),
@@ -235,6 +253,21 @@ impl<S> NormalizeAuthority<S> {
             .map_err(|e| invalid(&format!("HPACK: {e:?}")))?;
         if too_big {
             return Err(invalid("decoded header list too large"));
+        }
+        let needs_rewrite = headers
+            .iter()
+            .any(|(n, v)| n.as_slice() == b":authority" && !is_valid_authority(v));
+        if self.state == State::Detect {
+            if !needs_rewrite {
+                // Nothing to fix on this connection: hand the block over as it
+                // came and stop looking.
+                self.out.extend_from_slice(&block.original);
+                self.state = State::Passthrough;
+                let rest = self.raw.split();
+                self.out.extend_from_slice(&rest);
+                return Ok(());
+            }
+            self.state = State::Frames;
         }
         for (name, value) in headers.iter_mut() {
             if name.as_slice() == b":authority" && !is_valid_authority(value) {
@@ -452,38 +485,56 @@ mod tests {
 
     #[tokio::test]
     async fn every_driver_authority_form_reaches_the_server_as_valid() {
-        let mut encoder = loona_hpack::Encoder::new();
-        let mut bytes = PREFACE.to_vec();
-        bytes.extend(frame(0x4, 0, 0, &[])); // SETTINGS
         let forms: [&[u8]; 3] = [
             b"localhost",
             b"/var/run/secrets-store-csi-providers/coffer.sock",
             b"%2Fvar%2Frun%2Fsecrets-store-csi-providers%2Fcoffer.sock",
         ];
-        for (i, form) in forms.iter().enumerate() {
-            let h = request_headers(form);
+        for form in forms {
+            // One connection per form, as each driver version holds its own; several streams each.
+            let mut encoder = loona_hpack::Encoder::new();
+            let mut bytes = PREFACE.to_vec();
+            bytes.extend(frame(0x4, 0, 0, &[])); // SETTINGS
+            for i in 0..3u32 {
+                let h = request_headers(form);
+                let block = encoder.encode(h.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
+                bytes.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1 + 2 * i, &block));
+                bytes.extend(frame(0x0, FLAG_END_STREAM, 1 + 2 * i, b"\0\0\0\0\0"));
+            }
+            let (_, blocks) = run(bytes).await.unwrap();
+            assert_eq!(blocks.len(), 3);
+            for b in &blocks {
+                let authority = authority_of(b);
+                assert!(
+                    http::uri::Authority::try_from(authority.as_slice()).is_ok(),
+                    "{:?}",
+                    String::from_utf8_lossy(&authority)
+                );
+                if form.starts_with(b"/") {
+                    assert_eq!(authority, b"localhost");
+                }
+                assert!(
+                    b.iter()
+                        .any(|(n, v)| n == b":path" && v == b"/v1alpha1.CSIDriverProvider/Mount")
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_a_valid_authority_passes_through_byte_for_byte() {
+        let mut encoder = loona_hpack::Encoder::new();
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(frame(0x4, 0, 0, &[]));
+        for i in 0..3u32 {
+            let h = request_headers(b"localhost");
             let block = encoder.encode(h.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
-            bytes.extend(frame(
-                TYPE_HEADERS,
-                FLAG_END_HEADERS,
-                1 + 2 * i as u32,
-                &block,
-            ));
-            bytes.extend(frame(0x0, FLAG_END_STREAM, 1 + 2 * i as u32, b"\0\0\0\0\0"));
+            bytes.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1 + 2 * i, &block));
+            bytes.extend(frame(0x0, FLAG_END_STREAM, 1 + 2 * i, b"\0\0\0\0\0"));
         }
-        let (_, blocks) = run(bytes).await.unwrap();
+        let (seen, blocks) = run(bytes.clone()).await.unwrap();
+        assert_eq!(seen, bytes);
         assert_eq!(blocks.len(), 3);
-        assert_eq!(authority_of(&blocks[0]), b"localhost");
-        assert_eq!(authority_of(&blocks[1]), b"localhost");
-        // Percent-encoding is valid in a reg-name: kept as is, h2 accepts it.
-        let third = authority_of(&blocks[2]);
-        assert!(http::uri::Authority::try_from(third.as_slice()).is_ok());
-        for b in &blocks {
-            assert!(
-                b.iter()
-                    .any(|(n, v)| n == b":path" && v == b"/v1alpha1.CSIDriverProvider/Mount")
-            );
-        }
     }
 
     #[tokio::test]
