@@ -325,3 +325,109 @@ async fn a_failed_mount_leaves_the_previous_files_intact() {
     );
     assert_eq!(std::fs::read_to_string(out.join("again")).unwrap(), SECRET);
 }
+
+/// An AWS endpoint that signs the pod in (STS) and then throttles Secrets
+/// Manager until told to stop, then answers normally.
+fn throttling_aws(throttle: std::sync::Arc<std::sync::atomic::AtomicBool>) -> support::stub::Stub {
+    support::stub::Stub::start(move |req: &support::stub::Request| {
+        let body = String::from_utf8_lossy(&req.body);
+        if body.contains("Action=AssumeRoleWithWebIdentity") {
+            let xml = "<AssumeRoleWithWebIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><AssumeRoleWithWebIdentityResult><Credentials><AccessKeyId>AKIAFAULTTEST</AccessKeyId><SecretAccessKey>fault-test-secret</SecretAccessKey><SessionToken>fault-test-session</SessionToken><Expiration>2099-01-01T00:00:00Z</Expiration></Credentials><SubjectFromWebIdentityToken>system:serviceaccount:shop:web</SubjectFromWebIdentityToken><AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/shop/web</Arn><AssumedRoleId>AROAFAULT:web</AssumedRoleId></AssumedRoleUser></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>r1</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>";
+            return (200, "text/xml", xml.as_bytes().to_vec());
+        }
+        if throttle.load(std::sync::atomic::Ordering::SeqCst) {
+            return (
+                400,
+                "application/x-amz-json-1.1",
+                br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_vec(),
+            );
+        }
+        let out = json!({"SecretValues": [{"ARN": "arn:aws:secretsmanager:us-west-2:123456789012:secret:shop/db-AbCdEf", "Name": "shop/db", "SecretString": SECRET, "VersionId": "v1", "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9}], "Errors": []});
+        (
+            200,
+            "application/x-amz-json-1.1",
+            out.to_string().into_bytes(),
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the coffer binary: run make test"]
+async fn aws_throttling_is_unavailable_and_clears_without_a_restart() {
+    let throttle = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let aws = throttling_aws(throttle.clone());
+    let coffer = Coffer::start(
+        &["aws"],
+        &[
+            "--aws-endpoint-url",
+            &aws.url(),
+            "--aws-region",
+            "us-west-2",
+        ],
+    );
+    let spc = SecretProviderClass {
+        name: "shop".into(),
+        namespace: Some(NS.into()),
+        provider: "aws".into(),
+        parameters: [
+            ("roleArn", "arn:aws:iam::123456789012:role/shop"),
+            (
+                "objects",
+                "- {objectName: shop/db, objectType: secretsmanager}",
+            ),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+    };
+    let pod = PodIdentity {
+        name: "web-0".into(),
+        namespace: NS.into(),
+        uid: POD_UID.into(),
+        service_account: SA.into(),
+    };
+    let token = Token::new(jwt::sa_token(
+        NS,
+        SA,
+        "web-0",
+        POD_UID,
+        "sts.amazonaws.com",
+        600,
+    ));
+    let attributes = standin::attributes(
+        &spc,
+        &[],
+        &pod,
+        Some(&standin::tokens_json(&[(
+            "sts.amazonaws.com".into(),
+            token,
+        )])),
+    );
+    let request = MountRequest {
+        attributes,
+        secrets: "null".into(),
+        target_path: "/t".into(),
+        permission: "420".into(),
+        current_object_version: vec![],
+    };
+    let mut client = standin::connect(&coffer.socket("aws")).await.unwrap();
+    let started = Instant::now();
+    let mut req = tonic::Request::new(request.clone());
+    req.set_timeout(Duration::from_secs(60));
+    let err = client.mount(req).await.err().expect("throttled");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    assert!(
+        err.message().contains("Throttling") && err.message().contains("us-west-2"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    throttle.store(false, std::sync::atomic::Ordering::SeqCst);
+    let resp = client.mount(request).await.unwrap().into_inner();
+    assert_eq!(resp.files[0].contents, SECRET.as_bytes());
+    assert_eq!(in_flight(&coffer), 0.0);
+}

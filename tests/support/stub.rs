@@ -69,12 +69,12 @@ impl Stub {
         }
     }
 
-    /// Every request so far.
     /// `http://127.0.0.1:PORT`, the same as `addr`.
     pub fn url(&self) -> String {
         self.addr.clone()
     }
 
+    /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
