@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test lint fmt-check clippy unit e2e-deps e2e clean-tools
+.PHONY: all build release demo test lint fmt-check clippy unit e2e-deps e2e fuzz clean-tools
 
 all: build
 
@@ -33,6 +33,10 @@ unit:
 
 e2e-deps:
 	bash e2e/setup.sh
+
+## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each; fails on any finding.
+fuzz:
+	bash e2e/fuzz.sh
 
 clean-tools:
 	rm -rf e2e/.tools e2e/.run
