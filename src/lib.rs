@@ -20,3 +20,4 @@ pub mod serve;
 pub mod server;
 pub mod spc;
 pub mod standin;
+pub mod yaml;

@@ -50,6 +50,8 @@ pub struct NormalizeAuthority<S> {
     decoder: loona_hpack::Decoder<'static>,
     encoder: loona_hpack::Encoder<'static>,
     pending: Option<PendingBlock>,
+    /// Payload bytes of the current non-header frame still to pass on.
+    passthrough: usize,
     rewritten: u64,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
@@ -89,6 +91,7 @@ impl<S> NormalizeAuthority<S> {
             decoder,
             encoder: loona_hpack::Encoder::new(),
             pending: None,
+            passthrough: 0,
             rewritten: 0,
             metrics: None,
         }
@@ -132,6 +135,16 @@ impl<S> NormalizeAuthority<S> {
                     self.state = State::Detect;
                 }
                 State::Frames | State::Detect => {
+                    if self.passthrough > 0 {
+                        let n = self.passthrough.min(self.raw.len());
+                        if n == 0 {
+                            return Ok(());
+                        }
+                        let bytes = self.raw.split_to(n);
+                        self.out.extend_from_slice(&bytes);
+                        self.passthrough -= n;
+                        continue;
+                    }
                     if self.raw.len() < FRAME_HEADER {
                         return Ok(());
                     }
@@ -144,12 +157,11 @@ impl<S> NormalizeAuthority<S> {
                     let kind = self.raw[3];
                     let in_block = self.pending.is_some();
                     if kind != TYPE_HEADERS && kind != TYPE_CONTINUATION && !in_block {
-                        // Pass through as soon as the header is known; no need to buffer DATA.
-                        if self.raw.len() < FRAME_HEADER + len {
-                            return Ok(());
-                        }
-                        let frame = self.raw.split_to(FRAME_HEADER + len);
-                        self.out.extend_from_slice(&frame);
+                        // Pass through as soon as the header is known; no need to
+                        // buffer DATA (up to 16 MiB a frame) or to wait for it.
+                        let header = self.raw.split_to(FRAME_HEADER);
+                        self.out.extend_from_slice(&header);
+                        self.passthrough = len;
                         continue;
                     }
                     if len > MAX_BLOCK_BYTES {
@@ -360,7 +372,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for NormalizeAuthority<S> {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) if rb.filled().is_empty() => {
-                    // EOF. A partial frame left in `raw` is dropped, as h2 would.
+                    // EOF. A partial header frame left in `raw` is dropped, as h2
+                    // would drop it (other frames were passed on as they came).
                     if this.state == State::Passthrough || this.state == State::Preface {
                         let rest = this.raw.split();
                         this.out.extend_from_slice(&rest);
@@ -553,6 +566,40 @@ mod tests {
         let (_, blocks) = run(bytes).await.unwrap();
         assert_eq!(blocks.len(), 1);
         assert_eq!(authority_of(&blocks[0]), b"localhost");
+    }
+
+    /// Found by the `authority` fuzz target (docs/fuzzing.md): a DATA frame
+    /// was held back until all of it had arrived, so a client that sent the
+    /// start of a large frame (up to 16 MiB) and waited made coffer buffer
+    /// it, and h2 never saw the frame header it would refuse.
+    #[tokio::test]
+    async fn a_frame_that_is_not_a_header_block_passes_on_before_it_is_complete() {
+        // The fuzzer's input: SETTINGS, then 46 of a DATA frame's 105 bytes.
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        bytes.extend_from_slice(&[0, 0, 0x69, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0x40, 0]);
+        bytes.extend_from_slice(&[b'x'; 46]);
+        // And a frame header announcing 16 MiB, with a little of it.
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1]);
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&bytes).await.unwrap();
+        // The client stays connected: nothing more is coming for now.
+        let mut wrapped = NormalizeAuthority::new(server);
+        let mut seen = vec![0u8; bytes.len()];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            wrapped.read_exact(&mut seen),
+        )
+        .await
+        .expect("the partial frames were held back")
+        .unwrap();
+        assert_eq!(seen, bytes);
+        // The rest follows as it arrives.
+        client.write_all(&[b'y'; 1000]).await.unwrap();
+        let mut more = vec![0u8; 1000];
+        wrapped.read_exact(&mut more).await.unwrap();
+        assert_eq!(more, [b'y'; 1000]);
+        drop(client);
     }
 
     #[tokio::test]

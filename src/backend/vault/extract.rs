@@ -88,15 +88,15 @@ fn nested<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a 
     Some(current)
 }
 
+/// Go's `hex.DecodeString`: pairs of hex digits and nothing else (no sign:
+/// `u8::from_str_radix` would take `"+f"`).
 fn decode_hex(raw: &[u8]) -> Option<Vec<u8>> {
     if !raw.len().is_multiple_of(2) {
         return None;
     }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
     raw.chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(s, 16).ok()
-        })
+        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
         .collect()
 }
 
@@ -263,6 +263,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(!err.contains("%%%"));
+    }
+
+    /// Found by the `vault_extract` fuzz target (docs/fuzzing.md): a `+`
+    /// before a hex digit was taken as a sign, so `"35dE+9+e300000"` decoded
+    /// to 7 bytes where Go's `hex.DecodeString` (hashicorp's provider) fails.
+    #[test]
+    fn hex_accepts_hex_digits_only() {
+        let resp = json!({"data": {"fuzz": "35dE+9+e300000", "plus": "+f", "minus": "-1", "space": " f", "ok": "00fFaA"}});
+        for key in ["fuzz", "plus", "minus", "space"] {
+            assert!(
+                matches!(
+                    extract(&object(Some(key), Encoding::Hex), &resp),
+                    Err(ExtractError::Decode { .. })
+                ),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            extract(&object(Some("ok"), Encoding::Hex), &resp).unwrap(),
+            [0x00, 0xff, 0xaa]
+        );
     }
 
     #[test]

@@ -293,6 +293,10 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
             reason: "is empty: name at least one secret to mount".into(),
         });
     }
+    crate::yaml::check_cost(yaml).map_err(|reason| Error::Param {
+        name: "objects",
+        reason,
+    })?;
     let raw: Vec<RawObject> = serde_yaml::from_str(yaml).map_err(|e| Error::Param {
         name: "objects",
         reason: format!("is not a YAML list of objects ({})", yaml_reason(&e)),
@@ -817,6 +821,30 @@ mod tests {
         );
         assert!(normalise_path("secret/../sys/x").is_err());
         assert!(normalise_path("x?a=%zz").is_err());
+    }
+
+    /// Found with the `vault_objects` fuzz target's binary on large
+    /// generated inputs (docs/fuzzing.md): 64,000 nested `{a: ` (256 KiB)
+    /// kept the YAML scanner busy for 33 s (debug build) before serde_yaml
+    /// refused the depth; a mount request could carry 16 times more.
+    #[test]
+    fn deeply_nested_objects_are_refused_before_parsing() {
+        let started = std::time::Instant::now();
+        for yaml in ["{a: ".repeat(64_000), "[a, ".repeat(64_000)] {
+            let err = parse_objects(&yaml).unwrap_err().to_string();
+            assert!(
+                err.contains("parameter objects") && err.contains("block style"),
+                "{err}"
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Nesting serde_yaml accepts still parses.
+        let nested = format!(
+            "- objectName: a\n  secretPath: x\n  secretArgs: {}1{}\n",
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        assert!(parse_objects(&nested).is_ok());
     }
 
     #[test]
