@@ -414,7 +414,7 @@ async fn aws_throttling_is_unavailable_and_clears_without_a_restart() {
     let started = Instant::now();
     let mut req = tonic::Request::new(request.clone());
     req.set_timeout(Duration::from_secs(60));
-    let err = client.mount(req).await.err().expect("throttled");
+    let err = client.mount(req).await.expect_err("throttled");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
     assert!(
         err.message().contains("Throttling") && err.message().contains("us-west-2"),
