@@ -21,15 +21,7 @@ const SA: &str = "web";
 const UID: &str = "a1b2c3d4-4b5e-4c6d-8e7f-9a0b1c2d3e4f";
 
 fn bao() -> Bao {
-    let bao = Bao::start();
-    bao.enable_auth("jwt", "jwt");
-    bao.configure_jwt(
-        "jwt",
-        &std::fs::read_to_string(
-            support::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"),
-        )
-        .unwrap(),
-    );
+    let bao = Bao::start_with_jwt();
     bao.put_policy(
         "app",
         r#"path "secret/data/app/*" { capabilities = ["read"] }"#,

@@ -24,15 +24,7 @@ const API_KEY: &str = "ak-3f9d2c4b8e1a";
 
 /// OpenBao with jwt auth at `jwt/`, role `web` for shop/web, and two secrets.
 fn bao() -> Bao {
-    let bao = Bao::start();
-    bao.enable_auth("jwt", "jwt");
-    bao.configure_jwt(
-        "jwt",
-        &std::fs::read_to_string(
-            support::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"),
-        )
-        .unwrap(),
-    );
+    let bao = Bao::start_with_jwt();
     bao.put_policy(
         "web",
         r#"path "secret/data/shop/*" { capabilities = ["read"] }"#,

@@ -25,16 +25,9 @@ const SA: &str = "web";
 const POD: &str = "web-0";
 const POD_UID: &str = "0d1f3c2a-4b5e-4c6d-8e7f-9a0b1c2d3e4f";
 
-fn pubkey() -> String {
-    std::fs::read_to_string(support::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"))
-        .unwrap()
-}
-
 /// OpenBao with jwt auth, KV v2 and v1 data, a PKI engine and policies.
 fn bao() -> Bao {
-    let bao = Bao::start();
-    bao.enable_auth("jwt", "jwt");
-    bao.configure_jwt("jwt", &pubkey());
+    let bao = Bao::start_with_jwt();
     bao.put_policy(
         "app",
         r#"

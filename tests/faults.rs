@@ -26,15 +26,7 @@ const POD_UID: &str = "3c1f0b2a-4b5e-4c6d-8e7f-9a0b1c2d3e4f";
 const SECRET: &str = "fault-secret-71c2";
 
 fn bao() -> Bao {
-    let bao = Bao::start();
-    bao.enable_auth("jwt", "jwt");
-    bao.configure_jwt(
-        "jwt",
-        &std::fs::read_to_string(
-            support::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"),
-        )
-        .unwrap(),
-    );
+    let bao = Bao::start_with_jwt();
     bao.put_policy(
         "app",
         r#"path "secret/data/app/*" { capabilities = ["read"] }"#,

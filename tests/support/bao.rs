@@ -208,6 +208,19 @@ impl Bao {
         v["data"].clone()
     }
 
+    /// [`Bao::start`] with the jwt auth method at `auth/jwt` trusting the
+    /// test ServiceAccount signing key (what most end-to-end tests need).
+    pub fn start_with_jwt() -> Bao {
+        let bao = Bao::start();
+        bao.enable_auth("jwt", "jwt");
+        let key = std::fs::read_to_string(
+            super::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"),
+        )
+        .expect("test public key");
+        bao.configure_jwt("jwt", &key);
+        bao
+    }
+
     /// Configures the JWT auth method mounted at `auth/<mount>` to trust
     /// tokens signed by `pubkey_pem` (SPKI PEM) and issued by the
     /// Kubernetes issuer [`super::jwt::ISSUER`].
