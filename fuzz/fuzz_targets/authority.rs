@@ -107,6 +107,9 @@ enum Event {
     },
 }
 
+/// A header block being collected: stream, flags, priority, block bytes.
+type Pending = (u32, u8, Option<[u8; 5]>, Vec<u8>);
+
 fn valid_authority(v: &[u8]) -> bool {
     !v.is_empty() && http::uri::Authority::try_from(v).is_ok()
 }
@@ -123,7 +126,7 @@ fn model(mut rest: &[u8]) -> (Vec<Event>, bool) {
     let mut decoder = loona_hpack::Decoder::new();
     decoder.set_max_allowed_table_size(4096);
     let mut events = Vec::new();
-    let mut pending: Option<(u32, u8, Option<[u8; 5]>, Vec<u8>)> = None;
+    let mut pending: Option<Pending> = None;
     while rest.len() >= 9 {
         let (len, kind, flags, stream) = frame_header(rest);
         let block_frame = kind == HEADERS || kind == CONTINUATION || pending.is_some();
@@ -208,7 +211,7 @@ fn model(mut rest: &[u8]) -> (Vec<Event>, bool) {
 fn observed(mut rest: &[u8]) -> Vec<Event> {
     let mut decoder = loona_hpack::Decoder::new();
     let mut events = Vec::new();
-    let mut pending: Option<(u32, u8, Option<[u8; 5]>, Vec<u8>)> = None;
+    let mut pending: Option<Pending> = None;
     while rest.len() >= 9 {
         let (len, kind, flags, stream) = frame_header(rest);
         if rest.len() < 9 + len {

@@ -32,7 +32,7 @@ fn object(key: Option<String>, encoding: Encoding) -> Object {
 
 /// Go's `hex.DecodeString`: pairs of hex digits, nothing else.
 fn hex_reference(raw: &[u8]) -> Option<Vec<u8>> {
-    if raw.len() % 2 != 0 {
+    if !raw.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| match c {

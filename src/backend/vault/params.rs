@@ -826,7 +826,7 @@ mod tests {
     /// Found with the `vault_objects` fuzz target's binary on large
     /// generated inputs (docs/fuzzing.md): 64,000 nested `{a: ` (256 KiB)
     /// kept the YAML scanner busy for 33 s (debug build) before serde_yaml
-    /// refused the depth; a mount request could carry 16 times more.
+    /// refused the depth; coffer accepts mount requests of up to 64 MiB.
     #[test]
     fn deeply_nested_objects_are_refused_before_parsing() {
         let started = std::time::Instant::now();
