@@ -86,6 +86,7 @@ pub fn parse(yaml: Option<&str>) -> Result<Vec<Template>, Error> {
     let Some(yaml) = yaml.filter(|y| !y.trim().is_empty()) else {
         return Ok(Vec::new());
     };
+    crate::yaml::check_cost(yaml).map_err(Error::Yaml)?;
     let raws: Vec<Raw> = serde_yaml::from_str(yaml).map_err(|e| Error::Yaml(e.to_string()))?;
     let mut out = Vec::with_capacity(raws.len());
     for (i, raw) in raws.into_iter().enumerate() {

@@ -576,6 +576,7 @@ pub fn parse_objects(
             "parameter objects is empty: list at least one secret or parameter to mount".into(),
         ));
     }
+    crate::yaml::check_cost(yaml).map_err(load_error)?;
     let doc: Value = serde_yaml::from_str(yaml).map_err(|e| load_error(e.to_string()))?;
     let items = match doc {
         Value::Sequence(items) => items,
