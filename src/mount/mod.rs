@@ -232,7 +232,8 @@ impl Mounter {
                 want: plan.files.len(),
             });
         }
-        let mut planned = plan.files.clone();
+        // The cached plan's files, copied only when templates add to them.
+        let mut planned = std::borrow::Cow::Borrowed(plan.files.as_slice());
         let mut contents = contents;
         if !templates.is_empty() {
             // A rendered file's version covers every input's version, so it
@@ -254,7 +255,7 @@ impl Mounter {
             for (t, content) in templates.iter().zip(rendered) {
                 let mut file = template_file(t);
                 file.config = format!("{}|inputs:{digest}", file.config);
-                planned.push(file);
+                planned.to_mut().push(file);
                 contents.push(content);
             }
         }
