@@ -11,8 +11,8 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
 use support::bao::Bao;
-use support::jwt;
 use support::proc::{self, Fixture, Process, Spec};
+use support::{jwt, metrics};
 
 const NS: &str = "default";
 const SA: &str = "web";
@@ -306,4 +306,50 @@ fn start_does_not_retry_other_start_up_failures() {
         message.contains("coffer exited during start-up") && message.contains("--no-such-flag"),
         "{message}"
     );
+}
+
+/// A /metrics page for the reader's self-tests.
+const METRICS_TEXT: &str = r#"# HELP coffer_backend_requests_total Backend calls.
+# TYPE coffer_backend_requests_total counter
+coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} 2
+coffer_backend_requests_total{backend="vault",operation="read",outcome="ok"} 5
+coffer_backend_requests_total{backend="vault",operation="read",outcome="not_found"} 1
+coffer_labels_with_spaces{message="a } b \" c"} 7 1700000000000
+coffer_mounts_in_flight 0
+"#;
+
+#[test]
+fn metric_sums_every_series_the_prefix_starts() {
+    let read = r#"coffer_backend_requests_total{backend="vault",operation="read""#;
+    assert_eq!(metrics::metric_sum(METRICS_TEXT, read), Some(6.0));
+    let login_ok =
+        r#"coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} "#;
+    assert_eq!(metrics::metric_sum(METRICS_TEXT, login_ok), Some(2.0));
+}
+
+#[test]
+fn metric_reads_the_value_after_labels_holding_spaces_and_braces() {
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_labels_with_spaces{"),
+        Some(7.0)
+    );
+}
+
+#[test]
+fn an_absent_series_is_none_and_counts_as_zero() {
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_mounts_total{"),
+        None
+    );
+    assert_eq!(metrics::metric(METRICS_TEXT, "coffer_mounts_total{"), 0.0);
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_mounts_in_flight "),
+        Some(0.0)
+    );
+}
+
+#[test]
+#[should_panic(expected = "without a value")]
+fn a_matching_line_without_a_number_panics() {
+    metrics::metric_sum("coffer_x{a=\"b\"} oops\n", "coffer_x");
 }

@@ -1,6 +1,6 @@
 //! Reading coffer's `/metrics` (Prometheus text format) in tests and in
 //! `make bench` (e2e/bench.rs includes this file), so both count the same
-//! way. No dependencies beyond std.
+//! way. No dependencies beyond std; its self-tests are in tests/harness.rs.
 
 /// The sum of the samples whose line starts with `prefix`, or `None` when no
 /// sample line does.
@@ -58,45 +58,4 @@ fn sample_value(line: &str) -> Option<f64> {
         series_end = close?;
     }
     line[series_end..].split_whitespace().next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const TEXT: &str = r#"# HELP coffer_backend_requests_total Backend calls.
-# TYPE coffer_backend_requests_total counter
-coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} 2
-coffer_backend_requests_total{backend="vault",operation="read",outcome="ok"} 5
-coffer_backend_requests_total{backend="vault",operation="read",outcome="not_found"} 1
-coffer_labels_with_spaces{message="a } b \" c"} 7 1700000000000
-coffer_mounts_in_flight 0
-"#;
-
-    #[test]
-    fn metric_sums_every_series_the_prefix_starts() {
-        let read = r#"coffer_backend_requests_total{backend="vault",operation="read""#;
-        assert_eq!(metric_sum(TEXT, read), Some(6.0));
-        let login_ok =
-            r#"coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} "#;
-        assert_eq!(metric_sum(TEXT, login_ok), Some(2.0));
-    }
-
-    #[test]
-    fn metric_reads_the_value_after_labels_holding_spaces_and_braces() {
-        assert_eq!(metric_sum(TEXT, "coffer_labels_with_spaces{"), Some(7.0));
-    }
-
-    #[test]
-    fn an_absent_series_is_none_and_counts_as_zero() {
-        assert_eq!(metric_sum(TEXT, "coffer_mounts_total{"), None);
-        assert_eq!(metric(TEXT, "coffer_mounts_total{"), 0.0);
-        assert_eq!(metric_sum(TEXT, "coffer_mounts_in_flight "), Some(0.0));
-    }
-
-    #[test]
-    #[should_panic(expected = "without a value")]
-    fn a_matching_line_without_a_number_panics() {
-        metric_sum("coffer_x{a=\"b\"} oops\n", "coffer_x");
-    }
 }

@@ -116,8 +116,8 @@ impl MountBuilder {
 }
 
 /// What a successful Mount returned: `path → (mode, contents)` and
-/// `object id → version`.
-#[derive(Debug, Clone, Default)]
+/// `object id → version`. No `Debug`: the contents are secrets.
+#[derive(Clone, Default)]
 pub struct Mounted {
     pub files: BTreeMap<String, (i32, Vec<u8>)>,
     pub versions: BTreeMap<String, String>,
