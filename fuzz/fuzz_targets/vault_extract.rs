@@ -27,6 +27,7 @@ fn object(key: Option<String>, encoding: Encoding) -> Object {
         args: None,
         encoding,
         mode: None,
+        template_only: false,
     }
 }
 
