@@ -1,7 +1,14 @@
-//! Reuse of dynamic responses (leases, PKI certificates) per pod: the
-//! driver's republish every minute must not issue a new certificate each
-//! time. A response is reused while less than two thirds of its lifetime
-//! has passed; static data (KV) is always read fresh.
+//! Reuse of dynamic responses (leases, PKI certificates) per pod and
+//! identity: the driver's republish every minute must not issue a new
+//! certificate each time. A response is reused while less than two thirds
+//! of its lifetime has passed; static data (KV) is always read fresh.
+//!
+//! The pod UID alone is not an identity: the Secrets Store Sync Controller
+//! sends its own pod's UID for every SecretSync, each with its own
+//! ServiceAccount. So the key also holds the ServiceAccount token's subject
+//! (`system:serviceaccount:<namespace>:<name>`), which Vault checked at
+//! the login that precedes every read of the mount (a cached login is kept
+//! per exact token); a token without a subject is keyed by its digest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +24,22 @@ use crate::secret::SecretBytes;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResponseKey {
     pub pod_uid: String,
+    /// Who the pod is to Vault: see [`identity`].
+    pub identity: String,
     pub connection: Connection,
     pub request: Request,
+}
+
+/// The identity part of a [`ResponseKey`]: the token's subject, else
+/// (no `sub` claim) the token's SHA-256.
+pub fn identity(subject: Option<&str>, token: &crate::secret::Token) -> String {
+    match subject {
+        Some(s) if !s.is_empty() => format!("sub:{s}"),
+        _ => {
+            let hex: String = token.digest().iter().map(|b| format!("{b:02x}")).collect();
+            format!("token:{hex}")
+        }
+    }
 }
 
 /// Dynamic responses kept as bytes (zeroed on drop).
