@@ -165,17 +165,14 @@ impl Fetch for VaultFetch {
         let (token, cached) = logins.token(&key, &client, ctx.token).await?;
         // Dynamic responses are reused per pod *and* identity: the Sync
         // Controller sends one pod UID (its own) for every SecretSync.
-        let identity = dynamic::identity(ctx.claims.subject.as_deref(), ctx.token);
-        let (pod_uid, identity) = (ctx.pod.uid.as_str(), identity.as_str());
+        let owner = &dynamic::Owner::new(&ctx.pod.uid, ctx.claims.subject.as_deref(), ctx.token);
         let limit = self.inner.config.parallel_reads.max(1);
         let (inner, client_ref, token_ref, requests_ref) =
             (&self.inner, &*client, &token, &requests);
         let mut results: Vec<Result<Value, Error>> = stream::iter(0..requests.len())
             .map(move |i| {
                 let (request, object) = &requests_ref[i];
-                inner.read_reusing(
-                    pod_uid, identity, client_ref, conn, token_ref, request, object,
-                )
+                inner.read_reusing(owner, client_ref, conn, token_ref, request, object)
             })
             .buffered(limit)
             .collect()
@@ -192,7 +189,7 @@ impl Fetch for VaultFetch {
                 if matches!(results[i], Err(Error::Read { code: 403, .. })) {
                     results[i] = self
                         .inner
-                        .read_reusing(pod_uid, identity, &client, conn, &fresh, request, object)
+                        .read_reusing(owner, &client, conn, &fresh, request, object)
                         .await;
                 }
             }
@@ -242,11 +239,9 @@ impl Fetch for VaultFetch {
 
 impl Inner {
     /// Reads, reusing a dynamic response of the same pod, identity and request.
-    #[allow(clippy::too_many_arguments)]
     async fn read_reusing(
         &self,
-        pod_uid: &str,
-        identity: &str,
+        owner: &dynamic::Owner,
         client: &VaultClient,
         conn: &Connection,
         token: &Token,
@@ -254,8 +249,7 @@ impl Inner {
         object: &str,
     ) -> Result<Value, Error> {
         let key = ResponseKey {
-            pod_uid: pod_uid.to_owned(),
-            identity: identity.to_owned(),
+            owner: owner.clone(),
             connection: conn.clone(),
             request: request.clone(),
         };
