@@ -15,7 +15,7 @@ use support::bao::Bao;
 use support::moto::Moto;
 use support::mount::{MountBuilder, Mounted};
 use support::proxy::{Mode, Proxy};
-use support::{Coffer, jwt};
+use support::{Coffer, coffer_cmd, jwt};
 use tonic::Code;
 
 const NS: &str = "shop";
@@ -186,7 +186,7 @@ async fn all_keys_write_one_versioned_file_per_key_of_kv1_and_kv2_secrets() {
         ("baoAuthMountPath", "jwt"),
         (
             "objects",
-            "- {objectName: legacy, secretPath: kv1/legacy, allKeys: true}\n",
+            "- {objectName: legacy, secretPath: kv1/legacy, allKeys: true}\n- {objectName: maybe, secretPath: secret/data/app/none, secretKey: k, optional: true}\n",
         ),
     ]
     .iter()
@@ -196,6 +196,7 @@ async fn all_keys_write_one_versioned_file_per_key_of_kv1_and_kv2_secrets() {
         .await
         .unwrap();
     assert_eq!(text(&on_bao, "legacy/token"), "t1");
+    assert_eq!(on_bao.versions["maybe"], "absent");
     let mut own = params(
         &bao,
         "- {objectName: legacy, secretPath: kv1/legacy, allKeys: true}\n",
@@ -459,4 +460,60 @@ async fn aws_all_keys_and_optional_objects() {
         .expect("unreachable");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert_log_clean(&coffer, &[DB_PASSWORD]);
+}
+
+/// `coffer check` on one class: (success, output).
+fn check(provider: &str, params: &str, objects: &str) -> (bool, String) {
+    let dir = support::tempdir("check");
+    let file = dir.path().join("spc.yaml");
+    let mut text = format!(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\nmetadata:\n  name: c\nspec:\n  provider: {provider}\n  parameters:\n{params}    objects: |\n"
+    );
+    for line in objects.lines() {
+        text.push_str(&format!("      {line}\n"));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = coffer_cmd()
+        .args(["check", "--vault-addr", "https://vault.example:8200"])
+        .arg(&file)
+        .env_remove("VAULT_ADDR")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn coffer_check_knows_all_keys_and_optional_in_every_dialect() {
+    let vault = "- {objectName: db, secretPath: secret/data/db, allKeys: true, optional: true}\n";
+    let aws = "- {objectName: db, objectType: secretsmanager, allKeys: true, optional: true}\n";
+    let cases = [
+        ("vault", "    roleName: r\n", vault),
+        ("openbao", "    baoRoleName: r\n", vault),
+        ("coffer", "    backend: vault\n    roleName: r\n", vault),
+        ("aws", "    region: us-west-2\n", aws),
+        ("coffer", "    backend: aws\n    region: us-west-2\n", aws),
+    ];
+    for (provider, params, objects) in cases {
+        let (ok, out) = check(provider, params, objects);
+        assert!(ok && !out.contains("warning"), "{provider}: {out}");
+        // A misspelt field is reported, so the check does read them.
+        let (ok, out) = check(provider, params, &objects.replace("optional", "optionnal"));
+        assert!(!ok && out.contains("optionnal"), "{provider}: {out}");
+    }
+    let (ok, out) = check(
+        "vault",
+        "    roleName: r\n",
+        "- {objectName: db, secretPath: secret/data/db, secretKey: k, allKeys: true}\n",
+    );
+    assert!(
+        !ok && out.contains("allKeys and secretKey cannot be used together"),
+        "{out}"
+    );
 }
