@@ -28,6 +28,8 @@ fn object(key: Option<String>, encoding: Encoding) -> Object {
         encoding,
         mode: None,
         template_only: false,
+        all_keys: false,
+        optional: false,
     }
 }
 
