@@ -307,3 +307,28 @@ fn chart_default_args_start_coffer_serve() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn examples_readme_lists_every_example_and_nothing_else() {
+    let readme = std::fs::read_to_string(root().join("examples/README.md")).unwrap();
+    let listed: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(f, _)| f.to_owned()))
+        .collect();
+    let dir = root().join("examples");
+    let files: Vec<String> = examples()
+        .iter()
+        .map(|f| f.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let unlisted: Vec<_> = files.iter().filter(|f| !listed.contains(f)).collect();
+    let missing: Vec<_> = listed.iter().filter(|f| !files.contains(f)).collect();
+    assert!(
+        unlisted.is_empty(),
+        "examples not in examples/README.md: {unlisted:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "examples/README.md lists files that do not exist: {missing:?}"
+    );
+}
