@@ -21,11 +21,27 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Vault/OpenBao/AWS client defaults). Tests add back what they need.
 const SCRUBBED_ENV_PREFIXES: &[&str] = &["COFFER_", "VAULT_", "BAO_", "AWS_"];
 
-/// Removes the [`SCRUBBED_ENV_PREFIXES`] variables and `RUST_LOG` from `cmd`.
+/// Proxy settings, which all three HTTP stacks read (tests/proxy.rs sets
+/// them where it means to).
+const SCRUBBED_ENV: &[&str] = &[
+    "RUST_LOG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// Removes the [`SCRUBBED_ENV_PREFIXES`] and [`SCRUBBED_ENV`] variables from `cmd`.
 pub fn scrub_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars_os() {
         let name = k.to_string_lossy();
-        if name == "RUST_LOG" || SCRUBBED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        if SCRUBBED_ENV.contains(&name.as_ref())
+            || SCRUBBED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
             cmd.env_remove(&k);
         }
     }
