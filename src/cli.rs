@@ -20,7 +20,7 @@ pub enum Command {
     Serve(ServeArgs),
     /// Mount a SecretProviderClass through a provider socket, as the driver does, into a directory.
     Mount(MountArgs),
-    /// Check SecretProviderClass manifests offline; exit 1 with one line per problem.
+    /// Check SecretProviderClass manifests offline (for CI): exit 0 when nothing fails, 1 on an error or warning (with --strict, a note too), 2 on a bad command line.
     Check(CheckArgs),
 }
 
@@ -181,11 +181,25 @@ pub struct MountArgs {
     pub timeout: Duration,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CheckFormat {
+    /// One line per finding, then `ok: ...` when nothing fails.
+    Text,
+    /// One JSON object: counts and findings (file, class, severity, message).
+    Json,
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// SecretProviderClass manifests (several documents per file allowed).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Fail on notes too: classes that pass only with a server default (--vault-addr) not given here.
+    #[arg(long)]
+    pub strict: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
     #[command(flatten)]
     pub backends: BackendArgs,
 }
