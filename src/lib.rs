@@ -10,6 +10,7 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod goflags;
 pub mod gojson;
 pub mod grpc;
 pub mod health;

@@ -121,13 +121,25 @@ fn check_notes_a_class_relying_on_the_servers_vault_address_and_documents_its_ex
     let file = root().join("examples/coffer/vault-kv.yaml");
     let (code, out) = check_with(&[], &file);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("note: relies on the server's default Vault address"), "{out}");
-    assert!(out.contains("ok: 1 file(s), 1 SecretProviderClass(es) checked, 1 note(s)"), "{out}");
+    assert!(
+        out.contains("note: relies on the server's default Vault address"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok: 1 file(s), 1 SecretProviderClass(es) checked, 1 note(s)"),
+        "{out}"
+    );
 
     let (code, out) = check_with(&["--strict"], &file);
     assert_eq!(code, 1, "--strict fails on a note: {out}");
-    let (code, out) = check_with(&["--vault-addr", "https://vault.vault.svc:8200", "--strict"], &file);
-    assert_eq!(code, 0, "with the server's address there is nothing to note: {out}");
+    let (code, out) = check_with(
+        &["--vault-addr", "https://vault.vault.svc:8200", "--strict"],
+        &file,
+    );
+    assert_eq!(
+        code, 0,
+        "with the server's address there is nothing to note: {out}"
+    );
 
     let (code, out) = check_with(&["--format", "json"], &file);
     assert_eq!(code, 0, "{out}");
@@ -140,7 +152,9 @@ fn check_notes_a_class_relying_on_the_servers_vault_address_and_documents_its_ex
 
     let broken = tempfile::tempdir().unwrap();
     let bad = broken.path().join("bad.yaml");
-    let text = std::fs::read_to_string(&file).unwrap().replace("roleName", "rolName");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("roleName", "rolName");
     std::fs::write(&bad, text).unwrap();
     let (code, out) = check_with(&["--format", "json"], &bad);
     assert_eq!(code, 1, "an error fails: {out}");
