@@ -13,11 +13,12 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{BackendArgs, CheckArgs, CheckFormat};
+use crate::backend::registry::BackendArgs;
+use crate::cli::{CheckArgs, CheckFormat};
+use crate::errors::chain;
 use crate::metrics::Metrics;
 use crate::mount::Backends;
-use crate::mount::request::Parameters;
-use crate::server::status::chain;
+use crate::request::Parameters;
 
 /// Stand-in for the server's default Vault address while checking a class
 /// that has none of its own (never contacted: check makes no request).
@@ -95,25 +96,30 @@ impl Report {
 /// a Vault address not given there is replaced by a placeholder, and the
 /// classes that need it get a note.
 pub fn check(args: &CheckArgs) -> Report {
-    let backends = crate::serve::backends(&args.backends, Arc::new(Metrics::new()));
-    let assumed = args
-        .backends
-        .vault_addr
-        .as_deref()
-        .is_none_or(str::is_empty)
-        .then(|| {
-            let defaults = BackendArgs {
-                vault_addr: Some(PLACEHOLDER_VAULT_ADDR.to_owned()),
-                ..args.backends.clone()
-            };
-            crate::serve::backends(&defaults, Arc::new(Metrics::new()))
-        });
+    let metrics = Arc::new(Metrics::new());
+    let backends = crate::serve::backends(&args.backends, &metrics);
+    let assumed = assume_server_defaults(&args.backends)
+        .map(|defaults| crate::serve::backends(&defaults, &metrics));
     let mut report = Report::default();
     for path in &args.files {
         report.files += 1;
         check_file(path, &backends, assumed.as_ref(), &mut report);
     }
     report
+}
+
+/// The backend flags with a placeholder for each server default that a class
+/// may rely on and that was not given (today: the Vault address); `None`
+/// when there is nothing to assume.
+fn assume_server_defaults(args: &BackendArgs) -> Option<BackendArgs> {
+    #[cfg(feature = "vault")]
+    if args.vault.vault_addr.as_deref().is_none_or(str::is_empty) {
+        let mut assumed = args.clone();
+        assumed.vault.vault_addr = Some(PLACEHOLDER_VAULT_ADDR.to_owned());
+        return Some(assumed);
+    }
+    let _ = args;
+    None
 }
 
 fn check_file(path: &Path, backends: &Backends, assumed: Option<&Backends>, report: &mut Report) {
@@ -143,10 +149,15 @@ fn check_file(path: &Path, backends: &Backends, assumed: Option<&Backends>, repo
             severity,
             message,
         };
-        if let Err(e) = crate::server::socket::validate_name(&spc.provider) {
-            report
-                .findings
-                .push(finding(Severity::Error, format!("spec.provider: {e}")));
+        if !crate::spc::is_provider_name(&spc.provider) {
+            report.findings.push(finding(
+                Severity::Error,
+                format!(
+                    "spec.provider: invalid provider name {:?}: {}",
+                    spc.provider,
+                    crate::spc::PROVIDER_NAME_RULE
+                ),
+            ));
             continue;
         }
         let params: Parameters = spc
