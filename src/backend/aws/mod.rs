@@ -143,34 +143,16 @@ impl Backend for AwsBackend {
     }
 }
 
-/// The SDK's default HTTPS client (hyper, rustls on aws-lc), plus what the
-/// default lacks and the aws provider's users expect: `HTTPS_PROXY`,
-/// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` from the environment
-/// (docs/operations.md#proxies). Without those variables it connects directly.
-fn https_client() -> aws_sdk_secretsmanager::config::SharedHttpClient {
-    use aws_smithy_http_client::{Builder, Connector, proxy::ProxyConfig, tls};
-    Builder::new().build_with_connector_fn(|settings, components| {
-        let mut connector = Connector::builder().proxy_config(ProxyConfig::from_env());
-        connector.set_connector_settings(settings.cloned());
-        if let Some(components) = components {
-            connector.set_sleep_impl(components.sleep_impl());
-        }
-        connector
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .build()
-    })
-}
-
 impl Inner {
     pub(crate) async fn base(&self) -> &SdkConfig {
         self.base
             .get_or_init(|| async {
+                // The SDK's default HTTPS client: with this behavior version
+                // it honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+                // (docs/operations.md#proxies, tests/proxy.rs).
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .no_credentials()
-                    .region(Region::from_static("us-east-1"))
-                    .http_client(https_client());
+                    .region(Region::from_static("us-east-1"));
                 if let Ok(app) =
                     aws_config::AppName::new(format!("coffer-{}", env!("CARGO_PKG_VERSION")))
                 {
