@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         let params: Parameters = spc.parameters.into_iter().collect();
         match backends().plan(&spc.provider, &params) {
             Ok(plan) => {
-                assert!(!plan.files.is_empty());
+                assert!(!plan.plan.files.is_empty());
                 let _ = format!("{plan:?}");
             }
             Err(e) => {

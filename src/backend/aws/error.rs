@@ -240,7 +240,7 @@ where
             Failure {
                 message: err
                     .message()
-                    .map(|m| m.chars().take(500).collect())
+                    .map(|m| crate::errors::prefix(m, 500).to_owned())
                     .unwrap_or_else(|| format!("HTTP {status}")),
                 code,
                 kind,

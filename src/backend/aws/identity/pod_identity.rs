@@ -174,7 +174,7 @@ fn agent_message(body: &[u8]) -> String {
                 .flatten()
                 .collect::<Vec<_>>()
                 .join(": ");
-            let text: String = text.chars().take(300).collect();
+            let text = crate::errors::prefix(&text, 300).to_owned();
             if text.is_empty() {
                 "no message".into()
             } else {

@@ -70,12 +70,10 @@ fn entries<'v>(
             Value::String(s) => out.push((s.to_ascii_lowercase(), v)),
             other => warnings.push(format!(
                 "{at}: key {} is not a string and is ignored",
-                serde_yaml::to_string(other)
-                    .unwrap_or_default()
-                    .trim_end()
-                    .chars()
-                    .take(40)
-                    .collect::<String>()
+                crate::errors::prefix(
+                    serde_yaml::to_string(other).unwrap_or_default().trim_end(),
+                    40
+                )
             )),
         }
     }
