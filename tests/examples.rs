@@ -208,7 +208,9 @@ fn every_example_pod_mounts_its_class_through_the_driver() {
             file.display()
         );
         let pods: Vec<&Value> = docs.iter().filter(|d| kind(d) == "Pod").collect();
-        if !file.starts_with(&demo) {
+        // Secrets Store Sync Controller examples sync to Secrets, no pod volume.
+        let syncs = docs.iter().any(|d| kind(d) == "SecretSync");
+        if !file.starts_with(&demo) && !syncs {
             assert!(!pods.is_empty(), "{}: no pod spec", file.display());
         }
         for pod in pods {
@@ -261,6 +263,128 @@ fn every_example_pod_mounts_its_class_through_the_driver() {
         }
     }
     assert!(pods_seen >= 5, "only {pods_seen} pods in the examples");
+}
+
+/// The value of `--flag=value` in a container's args.
+fn flag<'a>(container: &'a Value, flag: &str) -> Vec<&'a str> {
+    container["args"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str()?.strip_prefix(flag)?.strip_prefix('='))
+        .collect()
+}
+
+/// The volume a container mounts at `path`.
+fn volume_at<'a>(container: &'a Value, path: &str) -> Option<&'a str> {
+    container["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|m| str_at(m, &["mountPath"]) == Some(path))
+        .and_then(|m| str_at(m, &["name"]))
+}
+
+#[test]
+fn every_sync_controller_example_wires_coffer_into_the_controller_pod() {
+    let mut seen = 0;
+    for file in examples() {
+        let docs = documents(&file);
+        let kind = |d: &Value| str_at(d, &["kind"]).unwrap_or("").to_owned();
+        let syncs: Vec<&Value> = docs.iter().filter(|d| kind(d) == "SecretSync").collect();
+        if syncs.is_empty() {
+            continue;
+        }
+        seen += 1;
+        let at = file.display().to_string();
+        let pod = &docs
+            .iter()
+            .find(|d| kind(d) == "Deployment")
+            .unwrap_or_else(|| panic!("{at}: no controller Deployment"))["spec"]["template"]["spec"];
+        let containers = pod["containers"].as_sequence().expect("containers");
+        let controller = containers
+            .iter()
+            .find(|c| !flag(c, "--provider-volume").is_empty())
+            .unwrap_or_else(|| panic!("{at}: no container with --provider-volume"));
+        let coffer = containers
+            .iter()
+            .find(|c| !flag(c, "--socket-dir").is_empty())
+            .unwrap_or_else(|| panic!("{at}: no coffer container with --socket-dir"));
+        // One emptyDir, mounted where each side expects the sockets.
+        let shared = volume_at(controller, flag(controller, "--provider-volume")[0])
+            .unwrap_or_else(|| {
+                panic!("{at}: nothing mounted at the controller's --provider-volume")
+            });
+        assert_eq!(
+            volume_at(coffer, flag(coffer, "--socket-dir")[0]),
+            Some(shared),
+            "{at}: coffer's --socket-dir is not the controller's provider volume"
+        );
+        let volume = pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| str_at(v, &["name"]) == Some(shared))
+            .unwrap_or_else(|| panic!("{at}: no volume {shared}"));
+        assert!(
+            volume.get("emptyDir").is_some(),
+            "{at}: {shared} is not an emptyDir"
+        );
+        // The controller sends its own pod UID: it must be set.
+        let env_uid = controller["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|e| str_at(e, &["name"]) == Some("SYNC_CONTROLLER_POD_UID"));
+        assert_eq!(
+            env_uid.and_then(|e| str_at(e, &["valueFrom", "fieldRef", "fieldPath"])),
+            Some("metadata.uid"),
+            "{at}: SYNC_CONTROLLER_POD_UID"
+        );
+        let audiences: Vec<&str> = flag(controller, "--token-request-audience")
+            .iter()
+            .flat_map(|a| a.split(','))
+            .collect();
+        let providers = flag(coffer, "--provider");
+        for sync in syncs {
+            let ns = str_at(sync, &["metadata", "namespace"]);
+            let class_name = str_at(sync, &["spec", "secretProviderClassName"]).unwrap_or("?");
+            let class = docs
+                .iter()
+                .find(|d| {
+                    kind(d) == "SecretProviderClass"
+                        && str_at(d, &["metadata", "name"]) == Some(class_name)
+                        && str_at(d, &["metadata", "namespace"]) == ns
+                })
+                .unwrap_or_else(|| {
+                    panic!("{at}: class {class_name} not in the SecretSync's namespace")
+                });
+            let provider = str_at(class, &["spec", "provider"]).unwrap_or("?");
+            assert!(
+                providers.contains(&provider),
+                "{at}: coffer does not serve socket {provider}"
+            );
+            let params = &class["spec"]["parameters"];
+            let vault = matches!(provider, "vault" | "openbao")
+                || str_at(params, &["backend"]) == Some("vault");
+            if vault {
+                let default = if provider == "openbao" {
+                    "openbao"
+                } else {
+                    "vault"
+                };
+                let audience = str_at(params, &["audience"]).unwrap_or(default);
+                assert!(
+                    audiences.contains(&audience),
+                    "{at}: the controller requests no token for audience {audience}"
+                );
+            }
+            assert!(
+                str_at(sync, &["spec", "serviceAccountName"]).is_some(),
+                "{at}: SecretSync without serviceAccountName"
+            );
+        }
+    }
+    assert!(seen >= 1, "no Secrets Store Sync Controller example");
 }
 
 /// The helm binary `e2e/helm.sh` installs, or `COFFER_HELM`.

@@ -137,7 +137,7 @@ fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
         path: t.file_name.clone(),
         mode: t.mode,
         config: t.config(),
-        template_only: false,
+        ..Default::default()
     }
 }
 
@@ -246,37 +246,60 @@ impl Mounter {
             claims: &claims,
             secrets: &req.secrets,
         };
-        let contents = plan
+        let fetched = plan
             .fetch
             .fetch(&ctx)
             .await
             .map_err(|source| Error::Fetch { backend, source })?;
-        if contents.len() != plan.files.len() {
+        if fetched.len() != plan.files.len() {
             return Err(Error::FetchCount {
                 backend,
-                got: contents.len(),
+                got: fetched.len(),
                 want: plan.files.len(),
             });
         }
-        // The cached plan's files, copied only when templates add to them.
-        let mut planned = std::borrow::Cow::Borrowed(plan.files.as_slice());
-        let mut contents = contents;
+        // allKeys objects become one file per key, absent optional objects
+        // none; the cached plan's files are borrowed when neither occurs.
+        let files::Expanded {
+            files: mut planned,
+            mut contents,
+            markers,
+            groups,
+        } = files::expand(&plan.files, fetched)?;
         if !templates.is_empty() {
-            // A rendered file's version covers every input's version, so it
-            // changes when any input changes, even one the output ignores.
-            let inputs: Vec<(&str, &crate::secret::SecretBytes)> = plan
-                .files
+            // Templates see every file by its path, and each allKeys object
+            // as a map of its keys under the object's name.
+            let maps: Vec<(&str, crate::secret::SecretBytes)> = groups
+                .iter()
+                .map(|(dir, range)| {
+                    let keys = planned[range.clone()]
+                        .iter()
+                        .zip(&contents[range.clone()])
+                        .map(|(f, c)| {
+                            let key = f.path[dir.len() + 1..].to_owned();
+                            let text = String::from_utf8_lossy(c.expose()).into_owned();
+                            (key, serde_json::Value::String(text))
+                        })
+                        .collect();
+                    let json = crate::gojson::to_vec(&serde_json::Value::Object(keys));
+                    (dir.as_str(), crate::secret::SecretBytes::new(json))
+                })
+                .collect();
+            let mut inputs: Vec<(&str, &crate::secret::SecretBytes)> = planned
                 .iter()
                 .zip(&contents)
                 .map(|(f, c)| (f.path.as_str(), c))
                 .collect();
+            inputs.extend(maps.iter().map(|(dir, c)| (*dir, c)));
             let rendered = templates::render(templates, &inputs)?;
-            let input_versions: Vec<String> = plan
-                .files
+            // A rendered file's version covers every input's version, so it
+            // changes when any input changes, even one the output ignores.
+            let mut input_versions: Vec<String> = planned
                 .iter()
                 .zip(&contents)
                 .map(|(f, c)| self.versions.version(&f.config, c.expose()))
                 .collect();
+            input_versions.extend(markers.iter().map(|(id, v)| format!("{id}={v}")));
             let digest = input_versions.join(",");
             for (t, content) in templates.iter().zip(rendered) {
                 let mut file = template_file(t);
@@ -285,9 +308,14 @@ impl Mounter {
                 contents.push(content);
             }
         }
+        // Keys are known only now: the file rules once more on the result.
+        if plan.files.iter().any(|f| f.all_keys) {
+            files::check_files(&planned)?;
+        }
         let response = files::assemble(
             &planned,
             contents,
+            &markers,
             req.default_mode,
             &self.versions,
             self.max_response_bytes,

@@ -106,6 +106,8 @@ impl Backend for AwsBackend {
                 mode: o.mode,
                 config: o.config(&spc),
                 template_only: o.template_only,
+                all_keys: o.all_keys,
+                optional: o.optional,
             });
             for j in &o.jmes {
                 if !jmes::compiles(&j.path) {
@@ -122,7 +124,8 @@ impl Backend for AwsBackend {
                     path: j.file.clone(),
                     mode: j.mode,
                     config: o.jmes_config(&spc, j),
-                    template_only: false,
+                    optional: o.optional,
+                    ..Default::default()
                 });
             }
         }
