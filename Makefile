@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test bench lint fmt-check clippy fuzz-check unit e2e-deps e2e chart-test fuzz clean-tools
+.PHONY: all build release demo test bench lint fmt-check clippy fuzz-check unit e2e-deps e2e chart-test deploy-manifest fuzz clean-tools
 
 all: build
 
@@ -42,6 +42,10 @@ e2e-deps:
 ## chart-test: helm lint + helm template of charts/coffer and checks of the rendered manifests.
 chart-test:
 	bash e2e/chart_test.sh
+
+## deploy-manifest: re-render deploy/coffer.yaml (kubectl apply users) from the chart and deploy/values.yaml.
+deploy-manifest:
+	bash e2e/chart_test.sh --write-deploy
 
 ## fuzz-check: every fuzz target still compiles against the library (no fuzzing; part of test).
 fuzz-check:

@@ -150,6 +150,9 @@ impl Inner {
     pub(crate) async fn base(&self) -> &SdkConfig {
         self.base
             .get_or_init(|| async {
+                // The SDK's default HTTPS client: with this behavior version
+                // it honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+                // (docs/operations.md#proxies, tests/proxy.rs).
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .no_credentials()
                     .region(Region::from_static("us-east-1"));
