@@ -4,6 +4,8 @@ go 1.25.9
 
 require (
 	google.golang.org/grpc v1.79.3
+	k8s.io/api v0.30.1
+	k8s.io/apimachinery v0.30.1
 	sigs.k8s.io/secrets-store-csi-driver v1.6.0
 )
 
@@ -47,8 +49,6 @@ require (
 	gopkg.in/inf.v0 v0.9.1 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 	gopkg.in/yaml.v3 v3.0.1 // indirect
-	k8s.io/api v0.30.1 // indirect
-	k8s.io/apimachinery v0.30.1 // indirect
 	k8s.io/client-go v0.30.1 // indirect
 	k8s.io/klog/v2 v2.120.1 // indirect
 	k8s.io/kube-openapi v0.0.0-20240228011516-70dd3763d340 // indirect

@@ -55,6 +55,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer/protobuf"
 )
 
 type objectMeta struct {
@@ -245,6 +249,14 @@ func (a *apiServer) createSecret(w http.ResponseWriter, r *http.Request, ns stri
 		status(w, http.StatusBadRequest, "BadRequest", err.Error())
 		return
 	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/vnd.kubernetes.protobuf") {
+		// client-go sends built-in types as protobuf; answer in JSON, which
+		// it accepts too.
+		if body, err = protobufToJSON(body); err != nil {
+			status(w, http.StatusBadRequest, "BadRequest", err.Error())
+			return
+		}
+	}
 	var obj map[string]any
 	if err := json.Unmarshal(body, &obj); err != nil {
 		status(w, http.StatusBadRequest, "BadRequest", err.Error())
@@ -271,6 +283,23 @@ func (a *apiServer) createSecret(w http.ResponseWriter, r *http.Request, ns stri
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write(out)
+}
+
+// protobufToJSON decodes a protobuf-encoded core/v1 Secret.
+func protobufToJSON(body []byte) ([]byte, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	obj, _, err := protobuf.NewSerializer(scheme, scheme).Decode(body, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("protobuf body: %w", err)
+	}
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
+		return nil, fmt.Errorf("protobuf body is a %T, not a Secret", obj)
+	}
+	return json.Marshal(secret)
 }
 
 func writeObject(w http.ResponseWriter, code int, v any) {

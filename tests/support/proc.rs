@@ -32,10 +32,22 @@ pub fn scrub_env(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// The real coffer binary: Cargo's for integration tests; for the
+/// `e2e/compat.rs` example (which Cargo gives no binary path) `COFFER_BIN`,
+/// else `target/release/coffer`.
+pub fn coffer_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_coffer") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("COFFER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| super::manifest_dir().join("target/release/coffer")),
+    }
+}
+
 /// A `Command` for the real coffer binary (`coffer mount ...`,
 /// `coffer check ...`), with a scrubbed environment and stdin closed.
 pub fn coffer_cmd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
+    let mut cmd = Command::new(coffer_bin());
     scrub_env(&mut cmd);
     cmd.stdin(Stdio::null());
     cmd
@@ -200,7 +212,7 @@ impl Coffer {
         }
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_coffer")));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", coffer_bin().display()));
         let reaper = Reaper::watch(child.id());
         Coffer {
             child: Some(child),
