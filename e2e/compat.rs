@@ -417,6 +417,12 @@ fn seed_moto(moto: &Moto) -> BTreeMap<String, String> {
     // The examples' names.
     moto.create_secret(
         "us-west-2",
+        "demo/db",
+        r#"{"username":"demo","port":"5432"}"#,
+    );
+    moto.put_parameter("us-west-2", "/demo/api-key", "demo-key", "SecureString");
+    moto.create_secret(
+        "us-west-2",
         "shop/tls",
         "not reachable by the example's fixed ARN",
     );
@@ -654,13 +660,31 @@ fn table(w: &World) -> Vec<Case> {
         ),
         (
             "jmespath",
-            "jmesPath: string, number, bool, object; per-entry filePermission",
+            "jmesPath string results, a quoted key, per-entry filePermission",
             vec![],
-            "- objectName: shop/db\n  objectType: secretsmanager\n  filePermission: \"0600\"\n  jmesPath:\n    - {path: username, objectAlias: db-user}\n    - {path: port, objectAlias: db-port, filePermission: \"0640\"}\n    - {path: tls, objectAlias: db-tls}\n    - {path: nested, objectAlias: db-nested}\n    - {path: '\"connection-string\"', objectAlias: db-url}\n".into(),
+            "- objectName: shop/db\n  objectType: secretsmanager\n  filePermission: \"0600\"\n  jmesPath:\n    - {path: username, objectAlias: db-user}\n    - {path: password, objectAlias: db-pass, filePermission: \"0640\"}\n    - {path: '\"connection-string\"', objectAlias: db-url}\n".into(),
+        ),
+        (
+            "jmespath-number",
+            "jmesPath that resolves to a number",
+            vec![],
+            "- objectName: shop/db\n  objectType: secretsmanager\n  jmesPath:\n    - {path: port, objectAlias: db-port}\n".into(),
+        ),
+        (
+            "jmespath-bool",
+            "jmesPath that resolves to a boolean",
+            vec![],
+            "- objectName: shop/db\n  objectType: secretsmanager\n  jmesPath:\n    - {path: tls, objectAlias: db-tls}\n".into(),
+        ),
+        (
+            "jmespath-object",
+            "jmesPath that resolves to an object",
+            vec![],
+            "- objectName: shop/db\n  objectType: secretsmanager\n  jmesPath:\n    - {path: nested, objectAlias: db-nested}\n".into(),
         ),
         (
             "version-label",
-            "objectVersionLabel AWSPREVIOUS and objectVersion",
+            "objectVersionLabel AWSPREVIOUS",
             vec![],
             "- {objectName: shop/db, objectType: secretsmanager, objectAlias: prev, objectVersionLabel: AWSPREVIOUS}\n".into(),
         ),
@@ -672,9 +696,21 @@ fn table(w: &World) -> Vec<Case> {
         ),
         (
             "ssm-version",
-            "SSM objectVersion and objectVersionLabel",
+            "SSM objectVersion",
             vec![],
-            "- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: v1, objectVersion: \"1\"}\n- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: stable, objectVersionLabel: stable}\n- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: latest}\n".into(),
+            "- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: v1, objectVersion: \"1\"}\n".into(),
+        ),
+        (
+            "ssm-label",
+            "SSM objectVersionLabel",
+            vec![],
+            "- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: stable, objectVersionLabel: stable}\n".into(),
+        ),
+        (
+            "ssm-two-versions",
+            "one parameter twice in a class: at version 1 and at its latest",
+            vec![],
+            "- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: v1, objectVersion: \"1\"}\n- {objectName: /shop/multi, objectType: ssmparameter, objectAlias: latest}\n".into(),
         ),
         (
             "ssm-jmespath",
@@ -715,6 +751,12 @@ fn table(w: &World) -> Vec<Case> {
         (
             "failover",
             "failoverRegion with failoverObject",
+            vec![("failoverRegion", "us-east-2")],
+            "- objectName: shop/plain\n  objectType: secretsmanager\n  objectAlias: plain\n  failoverObject: {objectName: shop/plain}\n".into(),
+        ),
+        (
+            "err-failover-no-alias",
+            "refused: failoverObject without objectAlias",
             vec![("failoverRegion", "us-east-2")],
             "- objectName: shop/plain\n  objectType: secretsmanager\n  failoverObject: {objectName: shop/plain}\n".into(),
         ),
@@ -845,7 +887,11 @@ fn examples(w: &World) -> Vec<Case> {
             cases.push(Case {
                 id: format!("example:{}#{name}", rel.display()),
                 peer,
-                what: format!("{} (address pointed at the test OpenBao)", rel.display()),
+                what: if peer == Peer::Aws {
+                    format!("{}, as written", rel.display())
+                } else {
+                    format!("{}, its address pointed at the test OpenBao", rel.display())
+                },
                 parameters: Value::Object(params),
                 dynamic: text.contains("pki/issue"),
                 known: None,
@@ -858,8 +904,20 @@ fn examples(w: &World) -> Vec<Case> {
 /// Differences that stay, by case id, with the reason.
 fn known(id: &str) -> Option<&'static str> {
     const AWS_POD_IDENTITY: &str = "The aws provider dials the EKS Pod Identity agent at the fixed addresses 169.254.170.23 / [fd00:ec2::23], which a test on 127.0.0.1 cannot serve; coffer's agent address is a flag. Not compared.";
+    const JMES_NON_STRING: &str = "coffer writes a jmesPath result that is a number, boolean, object or array as its JSON text; \
+the aws provider refuses the whole mount (\"Invalid JMES search result type ... Only string is allowed\", reported to the \
+driver as \"Failed to fetch secret from all regions\"). Every class the aws provider mounts, coffer mounts the same; \
+coffer additionally mounts these. Kept as is for now (a src/ change, left to the coordinator): matching would mean \
+refusing them too, and then `examples/aws/secretsmanager-jmespath.yaml` (`port`) must change as well.";
+    const SSM_SAME_NAME: &str = "Of one SSM parameter listed twice in a class (here at version 1 under one alias and at its \
+latest under another) the aws provider writes only one file and silently drops the other; coffer writes both, each with \
+the value its selector names. A defect of the aws provider: coffer keeps its behaviour.";
     match id {
         "example:examples/aws/ssm.yaml#search-config" => Some(AWS_POD_IDENTITY),
+        "aws/jmespath-number" | "aws/jmespath-bool" | "aws/jmespath-object" => {
+            Some(JMES_NON_STRING)
+        }
+        "aws/ssm-two-versions" => Some(SSM_SAME_NAME),
         _ => None,
     }
 }
@@ -921,7 +979,25 @@ fn mount(socket_dir: &Path, peer: Peer, params: &Value, tokens: &str, target: &P
 
 enum Verdict {
     Same(String),
-    Differs(String),
+    /// The differences, and whether every one is the aws object-version one.
+    Differs(String, bool),
+}
+
+/// The one difference known before this comparison was built (issue 12).
+const AWS_VERSIONS: &str = "On the `aws` socket coffer reports an HMAC of the object's definition and content as each \
+object's version; the aws provider reports the secret's VersionId (the parameter's version number for SSM), the same \
+for an object's jmesPath files. Files are the same. To change in coffer once the src/ refactor (issue 10) has landed: \
+the aws backend's fetch hands back each object's VersionId / parameter Version (it has them in the \
+BatchGetSecretValue / GetSecretValue / GetParameters answers), and `assemble` (src/mount/files.rs) puts that, not the \
+HMAC, into `ObjectVersion.version` for the aws dialect, for the object's own file and each of its jmesPath files.";
+
+fn clip(m: &str) -> String {
+    let one_line = m.replace(['\n', '|'], " ");
+    if one_line.chars().count() > 160 {
+        format!("{}…", one_line.chars().take(160).collect::<String>())
+    } else {
+        one_line
+    }
 }
 
 fn short(b: &[u8]) -> String {
@@ -947,23 +1023,33 @@ fn without_request_id(b: &[u8]) -> Vec<u8> {
 fn compare(case: &Case, coffer: &Outcome, peer: &Outcome) -> Verdict {
     match (coffer.ok, peer.ok) {
         (false, false) => Verdict::Same(format!(
-            "both refuse (coffer {}, peer {})",
-            coffer.code, peer.code
-        )),
-        (true, false) => Verdict::Differs(format!(
-            "coffer mounts {} file(s); the peer refuses: {} {}",
-            coffer.files.len(),
-            peer.code,
-            peer.message
-        )),
-        (false, true) => Verdict::Differs(format!(
-            "coffer refuses ({} {}); the peer mounts {} file(s)",
+            "both refuse (coffer {}: {}; peer {}: {})",
             coffer.code,
-            coffer.message,
-            peer.files.len()
+            clip(&coffer.message),
+            peer.code,
+            clip(&peer.message)
         )),
+        (true, false) => Verdict::Differs(
+            format!(
+                "coffer mounts {} file(s); the peer refuses: {} {}",
+                coffer.files.len(),
+                peer.code,
+                peer.message
+            ),
+            false,
+        ),
+        (false, true) => Verdict::Differs(
+            format!(
+                "coffer refuses ({} {}); the peer mounts {} file(s)",
+                coffer.code,
+                coffer.message,
+                peer.files.len()
+            ),
+            false,
+        ),
         (true, true) => {
             let mut diffs = Vec::new();
+            let mut version_values_differ = false;
             let cpaths: Vec<_> = coffer.files.iter().map(|f| (&f.0, &f.1)).collect();
             let ppaths: Vec<_> = peer.files.iter().map(|f| (&f.0, &f.1)).collect();
             if cpaths != ppaths {
@@ -993,10 +1079,22 @@ fn compare(case: &Case, coffer: &Outcome, peer: &Outcome) -> Verdict {
                     .versions
                     .iter()
                     .filter(|(k, v)| peer.versions.get(*k) != Some(*v))
-                    .map(|(k, v)| format!("{k}: coffer {v}, peer {}", peer.versions[k]))
+                    .map(|(k, _)| {
+                        let pv = &peer.versions[k];
+                        if !pv.is_empty() && pv.bytes().all(|b| b.is_ascii_digit()) {
+                            format!("{k} (parameter version {pv})")
+                        } else {
+                            format!("{k} (a VersionId)")
+                        }
+                    })
                     .collect();
-                diffs.push(format!("object versions: {}", d.join("; ")));
+                diffs.push(format!(
+                    "object versions: coffer an HMAC, the peer {}",
+                    d.join(", ")
+                ));
+                version_values_differ = true;
             }
+            let only_versions = version_values_differ && diffs.len() == 1;
             if diffs.is_empty() {
                 Verdict::Same(format!(
                     "same {} file(s){}",
@@ -1008,7 +1106,7 @@ fn compare(case: &Case, coffer: &Outcome, peer: &Outcome) -> Verdict {
                     }
                 ))
             } else {
-                Verdict::Differs(diffs.join("; "))
+                Verdict::Differs(diffs.join("; "), only_versions)
             }
         }
     }
@@ -1071,7 +1169,12 @@ fn run_compat() -> Result<(), String> {
         );
         let (verdict, differs) = match compare(&case, &c, &p) {
             Verdict::Same(s) => (s, false),
-            Verdict::Differs(s) => (s, true),
+            Verdict::Differs(s, only_aws_versions) => {
+                if only_aws_versions && case.known.is_none() {
+                    case.known = Some(AWS_VERSIONS);
+                }
+                (s, true)
+            }
         };
         eprintln!(
             "{:<5} {:<60} {}",
@@ -1165,15 +1268,24 @@ coffer's `vault`, `openbao`, `aws` and `coffer` sockets.\n",
     if diffs.is_empty() {
         let _ = writeln!(s, "None.\n");
     }
+    // Grouped by reason, in order of first appearance.
+    let mut reasons: Vec<Option<&'static str>> = Vec::new();
     for r in &diffs {
+        if !reasons.contains(&r.known) {
+            reasons.push(r.known);
+        }
+    }
+    for (i, reason) in reasons.iter().enumerate() {
         let _ = writeln!(
             s,
-            "- **{}** ({}): {}. {}",
-            r.case_id,
-            r.what,
-            r.verdict,
-            r.known.unwrap_or("**Not explained: a bug to fix.**")
+            "{}. {}\n",
+            i + 1,
+            reason.unwrap_or("**Not explained: a bug to fix.**")
         );
+        for r in diffs.iter().filter(|r| r.known == *reason) {
+            let _ = writeln!(s, "   - `{}` ({}): {}", r.case_id, r.what, r.verdict);
+        }
+        let _ = writeln!(s);
     }
     let _ = writeln!(s, "\n## Every case\n");
     let _ = writeln!(s, "| Case | What | Result |");
