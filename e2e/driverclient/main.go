@@ -339,6 +339,7 @@ func benchCmd(args []string) error {
 	n := fl.Int("n", 1000, "mounts")
 	c := fl.Int("c", 1, "concurrent callers")
 	warm := fl.Int("warm", 20, "untimed mounts first")
+	duration := fl.Duration("duration", 0, "stop starting mounts after this long (0: run all -n)")
 	_ = fl.Parse(args)
 	if *n < 1 || *c < 1 || *n > 1_000_000 || *c > 1024 {
 		return errors.New("bench: -n in 1..1000000, -c in 1..1024")
@@ -378,11 +379,18 @@ func benchCmd(args []string) error {
 	var wg sync.WaitGroup
 	cpu0 := cpuTime()
 	start := time.Now()
+	var deadline time.Time
+	if *duration > 0 {
+		deadline = start.Add(*duration)
+	}
 	for w := 0; w < *c; w++ {
 		wg.Add(1)
 		go func(dir string) {
 			defer wg.Done()
 			for {
+				if !deadline.IsZero() && time.Now().After(deadline) {
+					return
+				}
 				i := next.Add(1) - 1
 				if i >= int64(*n) {
 					return
@@ -400,6 +408,11 @@ func benchCmd(args []string) error {
 	wg.Wait()
 	wall := time.Since(start)
 	cpu := cpuTime() - cpu0
+	done := int(min(next.Load(), int64(*n)))
+	if done < 1 {
+		return errors.New("bench: no mount finished")
+	}
+	lat = lat[:done]
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	pct := func(p float64) float64 {
 		i := int(p * float64(len(lat)-1))
@@ -407,12 +420,12 @@ func benchCmd(args []string) error {
 	}
 	out := map[string]any{
 		"driver":            moduleVersion(driverModule),
-		"mounts":            *n,
+		"mounts":            done,
 		"callers":           *c,
 		"failed":            failed.Load(),
 		"p50_ms":            pct(0.50),
 		"p99_ms":            pct(0.99),
-		"mounts_per_s":      float64(*n) / wall.Seconds(),
+		"mounts_per_s":      float64(done) / wall.Seconds(),
 		"client_cpu_ms":     float64(cpu.Microseconds()) / 1000,
 		"wall_ms":           float64(wall.Microseconds()) / 1000,
 		"files_fingerprint": fingerprint(dirs[0]),
