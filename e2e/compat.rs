@@ -483,10 +483,25 @@ fn vault_params(w: &World, peer: Peer, extra: &[(&str, &str)], objects: &str) ->
     Value::Object(p)
 }
 
+/// (id, what, parameters set (empty value: removed), objects YAML)
+type VaultRow = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+/// (id, what, parameters set (empty value: removed), objects YAML)
+type AwsRow = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    String,
+);
+
 fn table(w: &World) -> Vec<Case> {
     let mut cases = Vec::new();
     // The Vault family: the same table through vault and openbao.
-    let vault_rows: &[(&str, &str, &[(&str, &str)], &str)] = &[
+    let vault_rows: &[VaultRow] = &[
         (
             "kv2-keys",
             "KV v2 keys: string, number, float, object, array, null, unicode",
@@ -651,7 +666,7 @@ fn table(w: &World) -> Vec<Case> {
     // The aws dialect.
     let arn = &w.arns["us-west-2:shop/db"];
     let cert_arn = &w.arns["us-west-2:shop/cert"];
-    let aws_rows: Vec<(&str, &str, Vec<(&str, &str)>, String)> = vec![
+    let aws_rows: Vec<AwsRow> = vec![
         (
             "secretsmanager",
             "Secrets Manager by name, string and binary",
