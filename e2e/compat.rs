@@ -1364,7 +1364,7 @@ impl CofferProc {
         std::fs::create_dir(&socket_dir).unwrap();
         let log = open_log(&dir.path().join("coffer.log"));
         let log_err = log.try_clone().unwrap();
-        let mut cmd = Command::new(support::proc::coffer_bin());
+        let mut cmd = Command::new(support::serve::coffer_bin());
         scrub_env(&mut cmd);
         cmd.arg("serve")
             .arg("--socket-dir")

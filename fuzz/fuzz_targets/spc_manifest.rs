@@ -9,7 +9,7 @@ use std::sync::Arc;
 use coffer::backend::vault::{self, VaultBackend};
 use coffer::metrics::Metrics;
 use coffer::mount::Backends;
-use coffer::mount::request::Parameters;
+use coffer::request::Parameters;
 use libfuzzer_sys::fuzz_target;
 
 fn backends() -> &'static Backends {

@@ -18,7 +18,7 @@ use coffer::backend::vault::params::{self, Defaults, Object};
 use coffer::backend::vault::{self, VaultBackend};
 use coffer::metrics::Metrics;
 use coffer::mount::Backends;
-use coffer::mount::request::Parameters;
+use coffer::request::Parameters;
 use coffer_fuzz::arb_json;
 use libfuzzer_sys::fuzz_target;
 

@@ -60,17 +60,17 @@ impl Provider {
     ) -> Result<
         (
             MountResponse,
-            Option<mount::request::MountRequest>,
+            Option<crate::request::MountRequest>,
             mount::Outcome,
         ),
-        (status::Failure, Option<mount::request::MountRequest>),
+        (status::Failure, Option<crate::request::MountRequest>),
     > {
-        let parsed = match mount::request::parse(req) {
+        let parsed = match crate::request::parse(req) {
             Ok(p) => p,
             Err(e) => return Err((status::Failure::Mount(e.into()), None)),
         };
         let backend = match self.mounter.backends().select(&self.name, &parsed.params) {
-            Ok((b, _)) => b.name(),
+            Ok(b) => b.name(),
             Err(e) => return Err((status::Failure::Mount(e), Some(parsed))),
         };
         let work = async {

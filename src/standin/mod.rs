@@ -18,12 +18,12 @@ use time::format_description::well_known::Rfc3339;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::cli::MountArgs;
+use crate::errors::chain;
 use crate::gojson;
 use crate::grpc::csi_driver_provider_client::CsiDriverProviderClient;
 use crate::grpc::{MountRequest, MountResponse};
-use crate::mount::request::keys;
+use crate::request::keys;
 use crate::secret::Token;
-use crate::server::status::chain;
 use crate::spc::SecretProviderClass;
 
 #[derive(Debug, thiserror::Error)]
