@@ -35,6 +35,8 @@ const SSM_VALUE: &str = "flag-one,flag-two";
 
 struct World {
     bao: Bao,
+    /// shop/db's VersionId and /shop/flags' version, as moto reports them.
+    aws_versions: (String, String),
     _moto: Moto,
     kube: KubeStandin,
     coffer: Coffer,
@@ -55,7 +57,14 @@ fn world() -> World {
 
     let moto = Moto::start();
     moto.create_secret(REGION, "shop/db", DB_JSON);
-    moto.put_parameter(REGION, "/shop/flags", SSM_VALUE, "StringList");
+    let flags_version = moto.put_parameter(REGION, "/shop/flags", SSM_VALUE, "StringList");
+    let (_, got) = moto.call(
+        "secretsmanager",
+        REGION,
+        "secretsmanager.GetSecretValue",
+        &json!({"SecretId": "shop/db"}),
+    );
+    let version_id = got["VersionId"].as_str().expect("VersionId").to_owned();
 
     let kube = KubeStandin::start(
         &json!({
@@ -78,6 +87,7 @@ fn world() -> World {
     );
     World {
         bao,
+        aws_versions: (version_id, flags_version.to_string()),
         _moto: moto,
         kube,
         coffer,
@@ -269,9 +279,14 @@ fn every_driver_release_mounts_through_every_socket() {
             let mut want_ids: Vec<&str> = want.iter().map(|(p, _, _)| p.as_str()).collect();
             want_ids.sort_unstable();
             if req.provider == "aws" {
-                // The aws dialect reports one version per object and per
-                // jmesPath alias, keyed by file name.
+                // As the aws provider: one version per object and per
+                // jmesPath file, keyed by file name: the secret's VersionId,
+                // the parameter's version number.
                 assert_eq!(ids, want_ids, "{what}: {rep}");
+                let (vid, pv) = &w.aws_versions;
+                assert_eq!(versions["shop_db"], vid.as_str(), "{what}: {rep}");
+                assert_eq!(versions["db-user"], vid.as_str(), "{what}: {rep}");
+                assert_eq!(versions["flags"], pv.as_str(), "{what}: {rep}");
             } else {
                 assert_eq!(ids.len(), 2, "{what}: {rep}");
             }

@@ -133,7 +133,26 @@ pub struct FetchContext<'a> {
 pub trait Fetch: Send + Sync {
     /// Returns one content per planned file, in the plan's order. Any
     /// failure fails the whole mount.
-    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, Error>;
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, Error>;
+}
+
+/// One planned file's content, and the version the backend gives it when
+/// the dialect reports the backend's own versions (the aws provider reports
+/// the secret's VersionId and the parameter's version number); `None`: the
+/// object version is coffer's HMAC of definition and content.
+pub struct Fetched {
+    pub contents: SecretBytes,
+    pub version: Option<String>,
+}
+
+impl Fetched {
+    /// Content whose object version is coffer's HMAC.
+    pub fn hmac(contents: SecretBytes) -> Fetched {
+        Fetched {
+            contents,
+            version: None,
+        }
+    }
 }
 
 /// A source of secrets.

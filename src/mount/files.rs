@@ -131,19 +131,25 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Builds the response: files with modes, one version per object.
+/// Builds the response: files with modes, one version per object (the
+/// backend's own where it gave one, else the HMAC).
 pub fn assemble(
     planned: &[PlannedFile],
     contents: Vec<SecretBytes>,
+    backend_versions: &[Option<String>],
     default_mode: u32,
     versions: &Versioner,
     limit: usize,
 ) -> Result<grpc::MountResponse, Error> {
     let mut response = grpc::MountResponse::default();
-    for (file, content) in planned.iter().zip(contents) {
+    for (i, (file, content)) in planned.iter().zip(contents).enumerate() {
+        let version = match backend_versions.get(i) {
+            Some(Some(v)) => v.clone(),
+            _ => versions.version(&file.config, content.expose()),
+        };
         response.object_version.push(grpc::ObjectVersion {
             id: file.path.clone(),
-            version: versions.version(&file.config, content.expose()),
+            version,
         });
         if file.template_only {
             continue;
@@ -248,6 +254,7 @@ mod tests {
                 SecretBytes::new(b"one".to_vec()),
                 SecretBytes::new(b"two".to_vec()),
             ],
+            &[],
             0o644,
             &v,
             MAX_RESPONSE_BYTES,
@@ -267,11 +274,42 @@ mod tests {
     }
 
     #[test]
+    fn a_version_the_backend_gives_replaces_the_hmac() {
+        let v = Versioner::from_key(b"0123456789abcdef".to_vec());
+        let files = [planned("a", None), planned("b", None)];
+        let resp = assemble(
+            &files,
+            vec![
+                SecretBytes::new(b"one".to_vec()),
+                SecretBytes::new(b"one".to_vec()),
+            ],
+            &[
+                Some("3f23cec6-82aa-4e1c-a03c-058389bb0acd".to_owned()),
+                None,
+            ],
+            0o644,
+            &v,
+            MAX_RESPONSE_BYTES,
+        )
+        .unwrap();
+        assert_eq!(
+            resp.object_version[0].version,
+            "3f23cec6-82aa-4e1c-a03c-058389bb0acd"
+        );
+        assert_eq!(
+            resp.object_version[1].version,
+            v.version("test|b", b"one"),
+            "no backend version: the HMAC of definition and content"
+        );
+    }
+
+    #[test]
     fn oversized_response_names_the_driver_flag() {
         let v = Versioner::from_key(b"0123456789abcdef".to_vec());
         let err = assemble(
             &[planned("big", None)],
             vec![SecretBytes::new(vec![b'x'; MAX_RESPONSE_BYTES])],
+            &[],
             0o644,
             &v,
             MAX_RESPONSE_BYTES,

@@ -246,18 +246,20 @@ impl Mounter {
             claims: &claims,
             secrets: &req.secrets,
         };
-        let contents = plan
+        let fetched = plan
             .fetch
             .fetch(&ctx)
             .await
             .map_err(|source| Error::Fetch { backend, source })?;
-        if contents.len() != plan.files.len() {
+        if fetched.len() != plan.files.len() {
             return Err(Error::FetchCount {
                 backend,
-                got: contents.len(),
+                got: fetched.len(),
                 want: plan.files.len(),
             });
         }
+        let (contents, mut backend_versions): (Vec<_>, Vec<_>) =
+            fetched.into_iter().map(|f| (f.contents, f.version)).unzip();
         // The cached plan's files, copied only when templates add to them.
         let mut planned = std::borrow::Cow::Borrowed(plan.files.as_slice());
         let mut contents = contents;
@@ -275,7 +277,11 @@ impl Mounter {
                 .files
                 .iter()
                 .zip(&contents)
-                .map(|(f, c)| self.versions.version(&f.config, c.expose()))
+                .zip(&backend_versions)
+                .map(|((f, c), v)| {
+                    v.clone()
+                        .unwrap_or_else(|| self.versions.version(&f.config, c.expose()))
+                })
                 .collect();
             let digest = input_versions.join(",");
             for (t, content) in templates.iter().zip(rendered) {
@@ -283,11 +289,13 @@ impl Mounter {
                 file.config = format!("{}|inputs:{digest}", file.config);
                 planned.to_mut().push(file);
                 contents.push(content);
+                backend_versions.push(None);
             }
         }
         let response = files::assemble(
             &planned,
             contents,
+            &backend_versions,
             req.default_mode,
             &self.versions,
             self.max_response_bytes,

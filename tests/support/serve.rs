@@ -106,7 +106,7 @@ impl Coffer {
     /// failures: use [`Coffer::wait_exit`] and [`Coffer::log_text`]).
     pub fn spawn(providers: &[&str], extra_args: &[&str], envs: &[(&str, &str)]) -> Coffer {
         let health_addr = format!("127.0.0.1:{}", free_port());
-        let process = Process::spawn(SPEC, coffer_bin(), |cmd, dir| {
+        let process = Process::spawn(SPEC, &coffer_bin(), |cmd, dir| {
             let socket_dir = dir.join("sockets");
             std::fs::create_dir(&socket_dir).expect("create socket dir");
             let mut args: Vec<OsString> =

@@ -12,8 +12,8 @@ use tokio::sync::Semaphore;
 use super::error::{Error, Failure, what};
 use super::identity::Auth;
 use super::params::{Kind, Spc};
-use super::{Inner, jmes};
-use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext};
+use super::{Inner, Value, jmes};
+use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext, Fetched};
 use crate::secret::SecretBytes;
 
 /// AWS calls in flight for one mount and region.
@@ -22,16 +22,16 @@ const CONCURRENCY: usize = 8;
 pub(super) struct AwsFetch {
     pub(super) inner: Arc<Inner>,
     pub(super) spc: Arc<Spc>,
+    /// Report AWS's versions (VersionId, parameter version) as the object
+    /// versions, as the aws provider does; else coffer's HMAC.
+    pub(super) provider_versions: bool,
 }
 
-type Fetched = Vec<Option<Result<SecretBytes, Error>>>;
+type Values = Vec<Option<Result<Value, Error>>>;
 
 #[async_trait]
 impl Fetch for AwsFetch {
-    async fn fetch(
-        &self,
-        ctx: &FetchContext<'_>,
-    ) -> Result<Vec<SecretBytes>, crate::backend::Error> {
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, crate::backend::Error> {
         let spc = &*self.spc;
         let region = match &spc.region {
             Some(r) => r.clone(),
@@ -44,7 +44,7 @@ impl Fetch for AwsFetch {
         let auth = self.inner.auth(spc, ctx).await?;
         let all: Vec<usize> = (0..spc.objects.len()).collect();
 
-        let mut values: Fetched = (0..spc.objects.len()).map(|_| None).collect();
+        let mut values: Values = (0..spc.objects.len()).map(|_| None).collect();
         let mut primary = self
             .inner
             .fetch_region(spc, &all, &region, false, &auth, ctx)
@@ -150,7 +150,7 @@ impl Fetch for AwsFetch {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (o, v) in spc.objects.iter().zip(values) {
-            let bytes = match v {
+            let Value { bytes, version } = match v {
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
                     errors.push(e);
@@ -164,8 +164,12 @@ impl Fetch for AwsFetch {
                     continue;
                 }
             };
+            let version = version.filter(|_| self.provider_versions);
             if o.jmes.is_empty() {
-                out.push(bytes);
+                out.push(Fetched {
+                    contents: bytes,
+                    version,
+                });
                 continue;
             }
             let json = match jmes::parse(&o.name, bytes.expose()) {
@@ -179,10 +183,17 @@ impl Fetch for AwsFetch {
                     continue;
                 }
             };
-            out.push(bytes);
+            out.push(Fetched {
+                contents: bytes,
+                version: version.clone(),
+            });
+            // A jmesPath file carries its object's version.
             for j in &o.jmes {
                 match jmes::extract(&json, &j.path, &j.alias) {
-                    Ok(b) => out.push(SecretBytes::new(b)),
+                    Ok(b) => out.push(Fetched {
+                        contents: SecretBytes::new(b),
+                        version: version.clone(),
+                    }),
                     Err(source) => errors.push(Error::Jmes {
                         what: what(o.kind),
                         object: o.name.clone(),
@@ -210,7 +221,7 @@ impl Inner {
         failover: bool,
         auth: &Auth<'_>,
         ctx: &FetchContext<'_>,
-    ) -> Result<Vec<(usize, Result<SecretBytes, Error>)>, Error> {
+    ) -> Result<Vec<(usize, Result<Value, Error>)>, Error> {
         let creds = self.credentials(auth, ctx, region).await?;
         let base = self.base().await;
         let limit = Semaphore::new(CONCURRENCY);

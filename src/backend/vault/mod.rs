@@ -33,7 +33,7 @@ pub use self::error::Error;
 use self::login::{LoginKey, Logins};
 use self::params::{Connection, Defaults, Dialect, Spc};
 use super::support::timed;
-use super::{Backend, Fetch, FetchContext, Plan, PlannedFile};
+use super::{Backend, Fetch, FetchContext, Fetched, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::request::Parameters;
 use crate::secret::{SecretBytes, Token};
@@ -134,7 +134,7 @@ struct VaultFetch {
 
 #[async_trait]
 impl Fetch for VaultFetch {
-    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, super::Error> {
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, super::Error> {
         let conn = &self.spc.connection;
         let client = self.inner.clients.get(conn)?;
         let key = LoginKey {
@@ -200,7 +200,7 @@ impl Fetch for VaultFetch {
             .zip(index_of)
             .map(|(object, idx)| {
                 extract::extract(object, &responses[idx])
-                    .map(SecretBytes::new)
+                    .map(|b| Fetched::hmac(SecretBytes::new(b)))
                     .map_err(|source| {
                         Error::Extract {
                             object: object.name.clone(),
