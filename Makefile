@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test bench lint fmt-check clippy fuzz-check unit e2e-deps e2e chart-test deploy-manifest fuzz clean-tools
+.PHONY: all build release demo test bench compat bench-peers peers-deps lint fmt-check clippy fuzz-check unit e2e-deps e2e chart-test deploy-manifest fuzz clean-tools
 
 all: build
 
@@ -26,6 +26,21 @@ test: fmt-check clippy fuzz-check chart-test e2e-deps
 bench: e2e-deps
 	$(CARGO) build $(CARGO_FLAGS) --release --bin coffer --example bench
 	./target/release/examples/bench
+
+## compat: coffer against the real vault, openbao and aws providers behind the driver's own client;
+## writes docs/compatibility.md, fails on a difference not listed there. Needs root (unshare) and the
+## peers (e2e/setup-peers.sh, or COFFER_PEER_{VAULT,OPENBAO,AWS}_BIN).
+compat: e2e-deps peers-deps
+	$(CARGO) build $(CARGO_FLAGS) --all-features --bin coffer --example compat
+	COFFER_BIN=$(CURDIR)/target/debug/coffer ./target/debug/examples/compat compat
+
+## bench-peers: coffer and each peer side by side (release build); writes the side-by-side part of docs/benchmarks.md.
+bench-peers: e2e-deps peers-deps
+	$(CARGO) build $(CARGO_FLAGS) --release --all-features --bin coffer --example compat
+	COFFER_BIN=$(CURDIR)/target/release/coffer ./target/release/examples/compat bench
+
+peers-deps:
+	bash e2e/setup-peers.sh
 
 fmt-check:
 	$(CARGO) fmt --all -- --check

@@ -28,6 +28,9 @@ mod metrics;
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const NS: &str = "bench";
+/// Where the side-by-side section of docs/benchmarks.md begins (written by
+/// `make bench-peers`, kept by `make bench`).
+const SIDE_BY_SIDE_BEGIN: &str = "<!-- side-by-side: make bench-peers -->";
 const SA: &str = "app";
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -633,8 +636,15 @@ async fn main() -> Result<()> {
     report.peak_rss_kib = proc_status(coffer.pid, "VmHWM:");
     let _ = std::fs::remove_dir_all(&dir);
 
-    let text = report.render(mounts, seconds, soak_seconds);
+    let mut text = report.render(mounts, seconds, soak_seconds);
     println!("{text}");
+    // Keep the side-by-side section `make bench-peers` (e2e/compat.rs) wrote.
+    if let Ok(old) = std::fs::read_to_string(&out)
+        && let Some(start) = old.find(SIDE_BY_SIDE_BEGIN)
+    {
+        text.push('\n');
+        text.push_str(&old[start..]);
+    }
     std::fs::write(&out, text)?;
     eprintln!("wrote {}", out.display());
     Ok(())

@@ -105,8 +105,13 @@ pub struct PlannedFile {
 
 /// What the fetch returns for one planned file, in plan order.
 pub enum Fetched {
-    /// The content of the planned file.
+    /// The content of the planned file; its object version is coffer's HMAC
+    /// of the definition and the content.
     File(SecretBytes),
+    /// The content of the planned file and the version the backend gives it,
+    /// where the dialect reports the backend's own versions (the aws
+    /// provider reports the secret's VersionId, the parameter's version).
+    Versioned(SecretBytes, String),
     /// The keys of an `all_keys` object with their contents, sorted by key.
     /// The keys are raw: `mount::files::expand` checks them as file names.
     Keys(Vec<(String, SecretBytes)>),
@@ -118,6 +123,7 @@ impl fmt::Debug for Fetched {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fetched::File(b) => write!(f, "File({} bytes)", b.len()),
+            Fetched::Versioned(b, v) => write!(f, "Versioned({} bytes, {v:?})", b.len()),
             Fetched::Keys(keys) => write!(f, "Keys({} keys)", keys.len()),
             Fetched::Absent => f.write_str("Absent"),
         }

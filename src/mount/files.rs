@@ -178,6 +178,9 @@ pub struct Expanded<'a> {
     /// Borrowed from the cached plan when nothing was expanded or left out.
     pub files: Cow<'a, [PlannedFile]>,
     pub contents: Vec<SecretBytes>,
+    /// Per file, the version the backend gave it ([`Fetched::Versioned`]);
+    /// `None`: the HMAC of definition and content.
+    pub versions: Vec<Option<String>>,
     /// Objects without files, with their fixed version: (id, [`ABSENT`] or [`NO_KEYS`]).
     pub markers: Vec<(String, &'static str)>,
     /// Each `all_keys` object: its directory and its files' range in `files`.
@@ -197,9 +200,17 @@ pub fn expand(planned: &[PlannedFile], fetched: Vec<Fetched>) -> Result<Expanded
     let plain = planned.iter().all(|f| !f.all_keys && !f.optional);
     if plain {
         let mut contents = Vec::with_capacity(fetched.len());
+        let mut versions = Vec::with_capacity(fetched.len());
         for (file, f) in planned.iter().zip(fetched) {
             match f {
-                Fetched::File(b) => contents.push(b),
+                Fetched::File(b) => {
+                    contents.push(b);
+                    versions.push(None);
+                }
+                Fetched::Versioned(b, v) => {
+                    contents.push(b);
+                    versions.push(Some(v));
+                }
                 Fetched::Keys(_) => return Err(shape(file, "keys", "one file")),
                 Fetched::Absent => return Err(shape(file, "absent", "one file")),
             }
@@ -207,12 +218,14 @@ pub fn expand(planned: &[PlannedFile], fetched: Vec<Fetched>) -> Result<Expanded
         return Ok(Expanded {
             files: Cow::Borrowed(planned),
             contents,
+            versions,
             markers: Vec::new(),
             groups: Vec::new(),
         });
     }
     let mut files = Vec::with_capacity(planned.len());
     let mut contents = Vec::with_capacity(planned.len());
+    let mut versions = Vec::with_capacity(planned.len());
     let mut markers = Vec::new();
     let mut groups = Vec::new();
     for (file, f) in planned.iter().zip(fetched) {
@@ -222,6 +235,12 @@ pub fn expand(planned: &[PlannedFile], fetched: Vec<Fetched>) -> Result<Expanded
             (Fetched::File(b), false) => {
                 files.push(file.clone());
                 contents.push(b);
+                versions.push(None);
+            }
+            (Fetched::Versioned(b, v), false) => {
+                files.push(file.clone());
+                contents.push(b);
+                versions.push(Some(v));
             }
             (Fetched::Keys(keys), true) => {
                 if keys.is_empty() {
@@ -245,26 +264,32 @@ pub fn expand(planned: &[PlannedFile], fetched: Vec<Fetched>) -> Result<Expanded
                         optional: false,
                     });
                     contents.push(b);
+                    versions.push(None);
                 }
                 groups.push((file.path.clone(), start..files.len()));
             }
-            (Fetched::File(_), true) => return Err(shape(file, "one file", "keys")),
+            (Fetched::File(_) | Fetched::Versioned(..), true) => {
+                return Err(shape(file, "one file", "keys"));
+            }
             (Fetched::Keys(_), false) => return Err(shape(file, "keys", "one file")),
         }
     }
     Ok(Expanded {
         files: Cow::Owned(files),
         contents,
+        versions,
         markers,
         groups,
     })
 }
 
 /// Builds the response: files with modes, one version per object (and per
-/// key file), and the fixed versions of objects without files.
+/// key file: the backend's own where it gave one, else the HMAC), and the
+/// fixed versions of objects without files.
 pub fn assemble(
     planned: &[PlannedFile],
     contents: Vec<SecretBytes>,
+    backend_versions: &[Option<String>],
     markers: &[(String, &'static str)],
     default_mode: u32,
     versions: &Versioner,
@@ -277,10 +302,14 @@ pub fn assemble(
             version: (*version).to_owned(),
         });
     }
-    for (file, content) in planned.iter().zip(contents) {
+    for (i, (file, content)) in planned.iter().zip(contents).enumerate() {
+        let version = match backend_versions.get(i) {
+            Some(Some(v)) => v.clone(),
+            _ => versions.version(&file.config, content.expose()),
+        };
         response.object_version.push(grpc::ObjectVersion {
             id: file.path.clone(),
-            version: versions.version(&file.config, content.expose()),
+            version,
         });
         if file.template_only {
             continue;
@@ -357,6 +386,7 @@ mod tests {
         let resp = assemble(
             &e.files,
             e.contents,
+            &e.versions,
             &e.markers,
             0o644,
             &v,
@@ -445,6 +475,7 @@ mod tests {
         let resp = assemble(
             &e.files,
             e.contents,
+            &e.versions,
             &e.markers,
             0o644,
             &v,
@@ -552,6 +583,7 @@ mod tests {
                 SecretBytes::new(b"two".to_vec()),
             ],
             &[],
+            &[],
             0o644,
             &v,
             MAX_RESPONSE_BYTES,
@@ -571,11 +603,43 @@ mod tests {
     }
 
     #[test]
+    fn a_version_the_backend_gives_replaces_the_hmac() {
+        let v = Versioner::from_key(b"0123456789abcdef".to_vec());
+        let files = [planned("a", None), planned("b", None)];
+        let resp = assemble(
+            &files,
+            vec![
+                SecretBytes::new(b"one".to_vec()),
+                SecretBytes::new(b"one".to_vec()),
+            ],
+            &[
+                Some("3f23cec6-82aa-4e1c-a03c-058389bb0acd".to_owned()),
+                None,
+            ],
+            &[],
+            0o644,
+            &v,
+            MAX_RESPONSE_BYTES,
+        )
+        .unwrap();
+        assert_eq!(
+            resp.object_version[0].version,
+            "3f23cec6-82aa-4e1c-a03c-058389bb0acd"
+        );
+        assert_eq!(
+            resp.object_version[1].version,
+            v.version("test|b", b"one"),
+            "no backend version: the HMAC of definition and content"
+        );
+    }
+
+    #[test]
     fn oversized_response_names_the_driver_flag() {
         let v = Versioner::from_key(b"0123456789abcdef".to_vec());
         let err = assemble(
             &[planned("big", None)],
             vec![SecretBytes::new(vec![b'x'; MAX_RESPONSE_BYTES])],
+            &[],
             &[],
             0o644,
             &v,

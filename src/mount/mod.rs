@@ -263,6 +263,7 @@ impl Mounter {
         let files::Expanded {
             files: mut planned,
             mut contents,
+            versions: mut backend_versions,
             markers,
             groups,
         } = files::expand(&plan.files, fetched)?;
@@ -297,7 +298,11 @@ impl Mounter {
             let mut input_versions: Vec<String> = planned
                 .iter()
                 .zip(&contents)
-                .map(|(f, c)| self.versions.version(&f.config, c.expose()))
+                .zip(&backend_versions)
+                .map(|((f, c), v)| {
+                    v.clone()
+                        .unwrap_or_else(|| self.versions.version(&f.config, c.expose()))
+                })
                 .collect();
             input_versions.extend(markers.iter().map(|(id, v)| format!("{id}={v}")));
             let digest = input_versions.join(",");
@@ -306,6 +311,7 @@ impl Mounter {
                 file.config = format!("{}|inputs:{digest}", file.config);
                 planned.to_mut().push(file);
                 contents.push(content);
+                backend_versions.push(None);
             }
         }
         // Keys are known only now: the file rules once more on the result.
@@ -315,6 +321,7 @@ impl Mounter {
         let response = files::assemble(
             &planned,
             contents,
+            &backend_versions,
             &markers,
             req.default_mode,
             &self.versions,

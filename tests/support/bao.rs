@@ -51,6 +51,14 @@ impl Bao {
     /// was taken, see [`proc::start`]). Panics with
     /// [`super::NOT_INSTALLED`] if OpenBao is not installed.
     pub fn start() -> Bao {
+        Self::start_with_config("")
+    }
+
+    /// [`Bao::start`] with an extra configuration file (HCL) given to the
+    /// dev server with `-config`; `{dir}` in it becomes the server's temp
+    /// dir. E.g. a declarative `audit "file"` device, which OpenBao 2 does
+    /// not let the API enable.
+    pub fn start_with_config(config_hcl: &str) -> Bao {
         let bin = bao_bin();
         proc::start(START_TIMEOUT, || {
             let port = free_port_pair();
@@ -61,6 +69,7 @@ impl Bao {
                     .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
                     .arg(format!("-dev-root-token-id={root_token}"))
                     .arg("-dev-no-store-token")
+                    .args(extra_config_arg(config_hcl, dir))
                     // Nothing of the developer's home (token helper, config).
                     .env("HOME", dir);
             });
@@ -242,6 +251,18 @@ impl Bao {
             Some(&json!({ "role": role, "jwt": jwt })),
         )
     }
+}
+
+/// `-config=<dir>/extra.hcl` holding `config_hcl` (`{dir}` replaced), or
+/// nothing for an empty config.
+fn extra_config_arg(config_hcl: &str, dir: &std::path::Path) -> Vec<String> {
+    if config_hcl.is_empty() {
+        return vec![];
+    }
+    let file = dir.join("extra.hcl");
+    let text = config_hcl.replace("{dir}", &dir.display().to_string());
+    std::fs::write(&file, text).expect("write OpenBao config");
+    vec![format!("-config={}", file.display())]
 }
 
 /// A port P on 127.0.0.1 with P and P+1 both free a moment ago (the dev

@@ -19,6 +19,7 @@
 #![allow(dead_code)]
 
 pub mod bao;
+pub mod driver;
 pub mod http;
 pub mod jwt;
 pub mod metrics;

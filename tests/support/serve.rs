@@ -22,8 +22,16 @@ const SPEC: Spec = Spec {
     tail_lines: 200,
 };
 
-fn coffer_bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_coffer"))
+/// The real coffer binary: Cargo's for integration tests; for the
+/// `e2e/compat.rs` example (which Cargo gives no binary path) `COFFER_BIN`,
+/// else `target/release/coffer`.
+pub fn coffer_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_coffer") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::var_os("COFFER_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| super::manifest_dir().join("target/release/coffer")),
+    }
 }
 
 /// A `Command` for the real coffer binary (`coffer mount ...`,
@@ -98,7 +106,7 @@ impl Coffer {
     /// failures: use [`Coffer::wait_exit`] and [`Coffer::log_text`]).
     pub fn spawn(providers: &[&str], extra_args: &[&str], envs: &[(&str, &str)]) -> Coffer {
         let health_addr = format!("127.0.0.1:{}", free_port());
-        let process = Process::spawn(SPEC, coffer_bin(), |cmd, dir| {
+        let process = Process::spawn(SPEC, &coffer_bin(), |cmd, dir| {
             let socket_dir = dir.join("sockets");
             std::fs::create_dir(&socket_dir).expect("create socket dir");
             let mut args: Vec<OsString> =

@@ -9,7 +9,6 @@ use super::params::Kind;
 use crate::backend::support::{Outcome, status_kind, status_retryable};
 use crate::backend::{BackendError, ErrorKind};
 use crate::errors::root_cause;
-use crate::secret::SecretBytes;
 
 /// AWS backend errors.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +171,7 @@ pub fn missing(kind: Kind, name: &str, region: &str) -> Error {
 }
 
 /// One request's result for each object that asked for it.
-pub fn copy(r: &Result<SecretBytes, Error>) -> Result<SecretBytes, Error> {
+pub fn copy<T: Clone>(r: &Result<T, Error>) -> Result<T, Error> {
     match r {
         Ok(v) => Ok(v.clone()),
         Err(Error::Aws(e)) => Err(Error::Aws(e.clone())),

@@ -12,7 +12,7 @@ use tokio::sync::Semaphore;
 use super::error::{Error, Failure, what};
 use super::identity::Auth;
 use super::params::{Kind, Spc};
-use super::{Inner, jmes};
+use super::{Inner, Value, jmes};
 use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext, Fetched as Content};
 use crate::secret::SecretBytes;
 
@@ -22,9 +22,12 @@ const CONCURRENCY: usize = 8;
 pub(super) struct AwsFetch {
     pub(super) inner: Arc<Inner>,
     pub(super) spc: Arc<Spc>,
+    /// Report AWS's versions (VersionId, parameter version) as the object
+    /// versions, as the aws provider does; else coffer's HMAC.
+    pub(super) provider_versions: bool,
 }
 
-type Fetched = Vec<Option<Result<SecretBytes, Error>>>;
+type Values = Vec<Option<Result<Value, Error>>>;
 
 #[async_trait]
 impl Fetch for AwsFetch {
@@ -41,7 +44,7 @@ impl Fetch for AwsFetch {
         let auth = self.inner.auth(spc, ctx).await?;
         let all: Vec<usize> = (0..spc.objects.len()).collect();
 
-        let mut values: Fetched = (0..spc.objects.len()).map(|_| None).collect();
+        let mut values: Values = (0..spc.objects.len()).map(|_| None).collect();
         let mut primary = self
             .inner
             .fetch_region(spc, &all, &region, false, &auth, ctx)
@@ -147,7 +150,7 @@ impl Fetch for AwsFetch {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (o, v) in spc.objects.iter().zip(values) {
-            let bytes = match v {
+            let Value { bytes, version } = match v {
                 Some(Ok(b)) => b,
                 Some(Err(e)) if o.optional && not_found(&e) => {
                     out.extend((0..=o.jmes.len()).map(|_| Content::Absent));
@@ -165,13 +168,19 @@ impl Fetch for AwsFetch {
                     continue;
                 }
             };
+            // On the aws socket a file carries AWS's version of its object.
+            let version = version.filter(|_| self.provider_versions);
+            let file = |b: SecretBytes| match &version {
+                Some(v) => Content::Versioned(b, v.clone()),
+                None => Content::File(b),
+            };
             let jmes_error = |source| Error::Jmes {
                 what: what(o.kind),
                 object: o.name.clone(),
                 source,
             };
             if o.jmes.is_empty() && !o.all_keys {
-                out.push(Content::File(bytes));
+                out.push(file(bytes));
                 continue;
             }
             if o.all_keys {
@@ -195,11 +204,11 @@ impl Fetch for AwsFetch {
                 }
             };
             if !o.all_keys {
-                out.push(Content::File(bytes));
+                out.push(file(bytes));
             }
             for j in &o.jmes {
                 match jmes::extract(&json, &j.path, &j.alias) {
-                    Ok(b) => out.push(Content::File(SecretBytes::new(b))),
+                    Ok(b) => out.push(file(SecretBytes::new(b))),
                     Err(source) => errors.push(jmes_error(source)),
                 }
             }
@@ -232,7 +241,7 @@ impl Inner {
         failover: bool,
         auth: &Auth<'_>,
         ctx: &FetchContext<'_>,
-    ) -> Result<Vec<(usize, Result<SecretBytes, Error>)>, Error> {
+    ) -> Result<Vec<(usize, Result<Value, Error>)>, Error> {
         let creds = self.credentials(auth, ctx, region).await?;
         let base = self.base().await;
         let limit = Semaphore::new(CONCURRENCY);

@@ -57,6 +57,14 @@ pub struct AwsBackend {
     inner: Arc<Inner>,
 }
 
+/// A fetched secret or parameter value and its version as AWS names it
+/// (a Secrets Manager VersionId, an SSM parameter's version number).
+#[derive(Clone)]
+pub(crate) struct Value {
+    pub(crate) bytes: crate::secret::SecretBytes,
+    pub(crate) version: Option<String>,
+}
+
 pub(crate) struct Inner {
     config: Config,
     metrics: Arc<Metrics>,
@@ -97,7 +105,7 @@ impl Backend for AwsBackend {
         &["aws"]
     }
 
-    fn plan(&self, params: &Parameters, _socket: &str) -> Result<Plan, super::Error> {
+    fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, super::Error> {
         let spc = params::parse(params, &self.inner.config.defaults)?;
         let mut files = Vec::new();
         for o in &spc.objects {
@@ -141,6 +149,9 @@ impl Backend for AwsBackend {
             fetch: Box::new(AwsFetch {
                 inner: self.inner.clone(),
                 spc: Arc::new(spc),
+                // The aws provider's object versions: the secret's VersionId,
+                // the parameter's version number. Other sockets: the HMAC.
+                provider_versions: socket == "aws",
             }),
         })
     }

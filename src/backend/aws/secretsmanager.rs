@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
-use super::Inner;
 use super::error::{Error, Failure, classify, copy, missing};
 use super::params::{Kind, Spc};
+use super::{Inner, Value};
 use crate::backend::ErrorKind;
 use crate::backend::support::timed;
 use crate::secret::SecretBytes;
@@ -26,7 +26,7 @@ impl Inner {
         region: &str,
         failover: bool,
         limit: &Semaphore,
-    ) -> Vec<(usize, Result<SecretBytes, Error>)> {
+    ) -> Vec<(usize, Result<Value, Error>)> {
         // Pinned versions need GetSecretValue; the rest share batches.
         let mut pinned = Vec::new();
         let mut ids: Vec<String> = Vec::new();
@@ -51,8 +51,7 @@ impl Inner {
             )
         }));
         let (batches, singles) = tokio::join!(batches, singles);
-        let by_id: HashMap<String, Result<SecretBytes, Error>> =
-            batches.into_iter().flatten().collect();
+        let by_id: HashMap<String, Result<Value, Error>> = batches.into_iter().flatten().collect();
         let mut out = singles;
         for &i in indices {
             let (name, version, label) = spc.objects[i].request(failover);
@@ -77,8 +76,8 @@ impl Inner {
         client: &aws_sdk_secretsmanager::Client,
         ids: &[String],
         region: &str,
-    ) -> Vec<(String, Result<SecretBytes, Error>)> {
-        let mut out: Vec<(String, Result<SecretBytes, Error>)> = Vec::new();
+    ) -> Vec<(String, Result<Value, Error>)> {
+        let mut out: Vec<(String, Result<Value, Error>)> = Vec::new();
         let mut answered: Vec<bool> = vec![false; ids.len()];
         let mut next: Option<String> = None;
         for _page in 0..10 {
@@ -136,6 +135,7 @@ impl Inner {
                     secret_value(
                         entry.secret_string(),
                         entry.secret_binary().map(|b| b.as_ref()),
+                        entry.version_id(),
                         &ids[k],
                         region,
                     ),
@@ -196,7 +196,7 @@ impl Inner {
         version: Option<&str>,
         label: Option<&str>,
         region: &str,
-    ) -> Result<SecretBytes, Error> {
+    ) -> Result<Value, Error> {
         let call = client
             .get_secret_value()
             .secret_id(id)
@@ -215,6 +215,7 @@ impl Inner {
             Ok(v) => secret_value(
                 v.secret_string(),
                 v.secret_binary().map(|b| b.as_ref()),
+                v.version_id(),
                 id,
                 region,
             ),
@@ -226,12 +227,17 @@ impl Inner {
 fn secret_value(
     string: Option<&str>,
     binary: Option<&[u8]>,
+    version_id: Option<&str>,
     id: &str,
     region: &str,
-) -> Result<SecretBytes, Error> {
+) -> Result<Value, Error> {
+    let value = |bytes: Vec<u8>| Value {
+        bytes: SecretBytes::new(bytes),
+        version: version_id.map(str::to_owned),
+    };
     match (string, binary) {
-        (Some(s), _) => Ok(SecretBytes::new(s.as_bytes().to_vec())),
-        (None, Some(b)) => Ok(SecretBytes::new(b.to_vec())),
+        (Some(s), _) => Ok(value(s.as_bytes().to_vec())),
+        (None, Some(b)) => Ok(value(b.to_vec())),
         (None, None) => Err(Failure::internal(
             "NoValue",
             "the secret version has neither SecretString nor SecretBinary",

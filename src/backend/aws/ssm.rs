@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use futures_util::future::join_all;
 use tokio::sync::Semaphore;
 
-use super::Inner;
 use super::error::{Error, Failure, classify, copy, missing};
 use super::params::{self, Kind, Spc};
+use super::{Inner, Value};
 use crate::backend::ErrorKind;
 use crate::backend::support::timed;
 use crate::secret::SecretBytes;
@@ -26,7 +26,7 @@ impl Inner {
         region: &str,
         failover: bool,
         limit: &Semaphore,
-    ) -> Vec<(usize, Result<SecretBytes, Error>)> {
+    ) -> Vec<(usize, Result<Value, Error>)> {
         let mut requests: Vec<String> = Vec::new();
         let mut of_object = Vec::with_capacity(indices.len());
         for &i in indices {
@@ -43,7 +43,7 @@ impl Inner {
             self.get_parameters(client, batch, region).await
         }))
         .await;
-        let by_request: HashMap<String, Result<SecretBytes, Error>> =
+        let by_request: HashMap<String, Result<Value, Error>> =
             results.into_iter().flatten().collect();
         of_object
             .into_iter()
@@ -62,7 +62,7 @@ impl Inner {
         client: &aws_sdk_ssm::Client,
         batch: &[String],
         region: &str,
-    ) -> Vec<(String, Result<SecretBytes, Error>)> {
+    ) -> Vec<(String, Result<Value, Error>)> {
         let call = client
             .get_parameters()
             .set_names(Some(batch.to_vec()))
@@ -100,7 +100,10 @@ impl Inner {
                 let fail = |f: Failure| Err(f.error(Kind::SsmParameter, r, region, "GetParameters"));
                 let result = match found {
                     Some(p) => match p.value() {
-                        Some(v) => Ok(SecretBytes::new(v.as_bytes().to_vec())),
+                        Some(v) => Ok(Value {
+                            bytes: SecretBytes::new(v.as_bytes().to_vec()),
+                            version: Some(p.version().to_string()),
+                        }),
                         None => fail(Failure::internal("NoValue", "the parameter has no value")),
                     },
                     None if out.invalid_parameters().iter().any(|i| i == r) => fail(Failure {
