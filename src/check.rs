@@ -10,7 +10,14 @@ use crate::server::status::chain;
 
 /// One line per problem, `file: class: problem`.
 pub fn problems(args: &CheckArgs) -> Vec<String> {
-    let backends = crate::serve::backends(&args.backends, Arc::new(Metrics::new()));
+    let backends = match crate::serve::backends(
+        &args.backends,
+        crate::mount::MAX_RESPONSE_BYTES,
+        Arc::new(Metrics::new()),
+    ) {
+        Ok(b) => b,
+        Err(e) => return vec![e],
+    };
     let mut lines = Vec::new();
     for path in &args.files {
         let classes = match crate::spc::read(path) {

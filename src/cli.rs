@@ -108,9 +108,27 @@ pub struct BackendArgs {
     /// Most cached Vault logins, and most cached dynamic responses (leases, certificates).
     #[arg(long, env = "COFFER_CACHE_SIZE", default_value_t = 1000)]
     pub cache_size: usize,
-    /// Timeout of one HTTP request to Vault.
+    /// Timeout of one HTTP request to Vault (and of each read within it).
     #[arg(long, env = "COFFER_VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub vault_request_timeout: Duration,
+    /// Timeout of connecting to Vault (TCP and TLS).
+    #[arg(long, env = "COFFER_VAULT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub vault_connect_timeout: Duration,
+    /// Largest response body accepted from a backend (default: twice --max-response-bytes plus 64 KiB, room for JSON around the largest secret a mount may return).
+    #[arg(long, env = "COFFER_BACKEND_MAX_RESPONSE_BYTES")]
+    pub backend_max_response_bytes: Option<usize>,
+    /// Vault/OpenBao addresses a SecretProviderClass may name in vaultAddress (scheme://host[:port]; repeatable or comma-separated). Empty: any. --vault-addr is always allowed.
+    #[arg(long = "vault-allowed-address", env = "COFFER_VAULT_ALLOWED_ADDRESSES", value_delimiter = ',')]
+    pub vault_allowed_addresses: Vec<String>,
+    /// Whether a SecretProviderClass may name an http:// (plain-text) vaultAddress.
+    #[arg(long, env = "COFFER_VAULT_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub vault_allow_http: bool,
+    /// Whether a SecretProviderClass may set vaultSkipTLSVerify: "true".
+    #[arg(long, env = "COFFER_VAULT_ALLOW_SKIP_VERIFY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub vault_allow_skip_verify: bool,
+    /// Directories a SecretProviderClass's TLS files (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath, vaultTLSClientKeyPath) must be under (repeatable or comma-separated). Empty: any directory. Either way only regular files of at most 1 MiB are read.
+    #[arg(long = "tls-file-dir", env = "COFFER_TLS_FILE_DIRS", value_delimiter = ',')]
+    pub tls_file_dirs: Vec<PathBuf>,
     /// Default AWS region for SecretProviderClasses without `region` (else the node's topology.kubernetes.io/region label).
     #[arg(long, env = "AWS_REGION")]
     pub aws_region: Option<String>,

@@ -24,10 +24,24 @@ pub enum Error {
     },
     #[error("cannot install the signal handler")]
     Signal(#[source] std::io::Error),
+    #[error("{0}")]
+    Flags(String),
 }
 
-/// The backends this build has, configured from flags.
-pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
+/// Largest backend response by default: room for the JSON around the
+/// largest secret a mount may return (escaping, base64, metadata).
+pub fn backend_max_body(args: &BackendArgs, max_response_bytes: usize) -> usize {
+    args.backend_max_response_bytes
+        .unwrap_or_else(|| max_response_bytes.saturating_mul(2).saturating_add(64 * 1024))
+}
+
+/// The backends this build has, configured from flags. `Err` names a flag
+/// value that cannot be used.
+pub fn backends(
+    args: &BackendArgs,
+    max_response_bytes: usize,
+    metrics: Arc<Metrics>,
+) -> Result<Backends, String> {
     let mut backends = Backends::default();
     #[cfg(feature = "vault")]
     {
@@ -46,8 +60,20 @@ pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
                     client_key: none_if_empty(&args.vault_client_key),
                     skip_verify: args.vault_skip_verify,
                 },
+                policy: vault::params::Policy::new(
+                    &args.vault_allowed_addresses,
+                    args.vault_allow_http,
+                    args.vault_allow_skip_verify,
+                )?,
             },
-            request_timeout: args.vault_request_timeout,
+            http: crate::backend::http::Policy {
+                max_body: backend_max_body(args, max_response_bytes),
+                connect_timeout: args.vault_connect_timeout,
+                request_timeout: args.vault_request_timeout,
+            },
+            tls_files: vault::tls::FilePolicy {
+                dirs: args.tls_file_dirs.clone(),
+            },
             cache_size: args.cache_size,
             parallel_reads: 8,
         };
@@ -73,8 +99,8 @@ pub fn backends(args: &BackendArgs, metrics: Arc<Metrics>) -> Backends {
         };
         backends.add(Arc::new(aws::AwsBackend::new(config, metrics.clone())));
     }
-    let _ = (args, metrics);
-    backends
+    let _ = (args, max_response_bytes, metrics);
+    Ok(backends)
 }
 
 pub fn init_logging(format: LogFormat, level: tracing::Level) {
@@ -96,8 +122,27 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
     }
 }
 
+/// Panics go to the log as one JSON line with their place. The message is
+/// logged only when it is a literal (`&'static str`): a formatted one may
+/// quote data a mount was handling.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(message not logged: it may quote data)");
+        tracing::error!(%location, message, "panic (a bug in coffer)");
+    }));
+}
+
 /// Runs until SIGTERM or SIGINT, then drains and removes the sockets.
 pub async fn run(args: ServeArgs) -> Result<(), Error> {
+    install_panic_hook();
     let metrics = Arc::new(Metrics::new());
     let versions = match &args.hmac_key_file {
         Some(path) => Versioner::from_file(path)?,
@@ -109,7 +154,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         }
     };
     let mounter = Arc::new(Mounter::new(
-        backends(&args.backends, metrics.clone()),
+        backends(&args.backends, args.max_response_bytes, metrics.clone()).map_err(Error::Flags)?,
         versions,
         args.max_response_bytes,
     ));
@@ -132,6 +177,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         })?;
     let listeners = server::bind_all(&args.socket_dir, &args.providers)?;
     let paths: Vec<_> = listeners.iter().map(|l| l.path.clone()).collect();
+    let bound: Vec<_> = listeners
+        .iter()
+        .map(|l| (l.path.clone(), l.identity.clone()))
+        .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -192,8 +241,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         tracing::warn!("grace period over; mounts still running are abandoned");
     }
     health_task.abort();
-    for path in &paths {
-        socket::remove(path);
+    for (path, identity) in &bound {
+        socket::remove(path, identity);
     }
     tracing::info!("stopped");
     Ok(())

@@ -15,6 +15,8 @@ use crate::secret::SecretBytes;
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(any(feature = "vault", feature = "aws"))]
+pub mod http;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -37,6 +39,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// The backend answered something coffer cannot use.
     Internal,
+    /// The backend's answer is larger than coffer accepts.
+    ResourceExhausted,
 }
 
 /// Implemented by every backend's own error enum.

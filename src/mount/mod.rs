@@ -123,6 +123,37 @@ fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
     }
 }
 
+/// Renders on tokio's blocking pool: a template runs for up to its fuel, and
+/// on an async worker that would stall every other mount scheduled there.
+/// The mount's deadline (a timeout around the whole mount) still answers
+/// the caller on time; the render then ends by itself when its fuel runs out.
+async fn render_off_workers(
+    mount_plan: &Arc<MountPlan>,
+    contents: &[crate::secret::SecretBytes],
+) -> Result<Vec<crate::secret::SecretBytes>, templates::Error> {
+    let plan = mount_plan.clone();
+    let contents = contents.to_vec();
+    let job = tokio::task::spawn_blocking(move || {
+        let inputs: Vec<(&str, &crate::secret::SecretBytes)> = plan
+            .plan
+            .files
+            .iter()
+            .zip(&contents)
+            .map(|(f, c)| (f.path.as_str(), c))
+            .collect();
+        templates::render(&plan.templates, &inputs)
+    });
+    match job.await {
+        Ok(rendered) => rendered,
+        // A panic in rendering is passed on, to fail this mount as INTERNAL.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(templates::Error::Render {
+            file: String::new(),
+            detail: "rendering was cancelled (coffer is shutting down)".into(),
+        }),
+    }
+}
+
 /// Serves mounts: backends plus the key that makes object versions.
 pub struct Mounter {
     backends: Backends,
@@ -238,13 +269,7 @@ impl Mounter {
         if !templates.is_empty() {
             // A rendered file's version covers every input's version, so it
             // changes when any input changes, even one the output ignores.
-            let inputs: Vec<(&str, &crate::secret::SecretBytes)> = plan
-                .files
-                .iter()
-                .zip(&contents)
-                .map(|(f, c)| (f.path.as_str(), c))
-                .collect();
-            let rendered = templates::render(templates, &inputs)?;
+            let rendered = render_off_workers(&mount_plan, &contents).await?;
             let input_versions: Vec<String> = plan
                 .files
                 .iter()

@@ -6,10 +6,12 @@ pub mod authority;
 pub mod socket;
 pub mod status;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -116,7 +118,7 @@ impl CsiDriverProvider for Provider {
         request: Request<MountRequest>,
     ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
-        self.metrics.mount_started();
+        let _in_flight = self.metrics.mount_started();
         // Finish before the caller's deadline (kubelet's 2 minutes) so the
         // user sees our message rather than a bare DeadlineExceeded.
         let deadline = match grpc_timeout(request.metadata()) {
@@ -125,7 +127,18 @@ impl CsiDriverProvider for Provider {
                 .min(client.saturating_sub(Duration::from_millis(500))),
             None => self.mount_timeout,
         };
-        let result = self.mount_inner(request.get_ref(), deadline).await;
+        // A panic is a bug; it fails this mount, not the process or the
+        // connection (tonic would reset the stream without a status).
+        let result = match AssertUnwindSafe(self.mount_inner(request.get_ref(), deadline))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(provider = %self.name, "mount panicked (a bug in coffer)");
+                Err((status::Failure::Panic, None))
+            }
+        };
         let elapsed = started.elapsed();
         match result {
             Ok((response, parsed, outcome)) => {
@@ -190,6 +203,8 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 pub struct Listener {
     pub name: String,
     pub path: PathBuf,
+    /// The socket file this process bound (removed on exit only if unchanged).
+    pub identity: socket::Identity,
     listener: tokio::net::UnixListener,
 }
 
@@ -199,9 +214,10 @@ pub fn bind_all(dir: &std::path::Path, names: &[String]) -> Result<Vec<Listener>
     for name in names {
         let result = socket::validate_name(name).and_then(|()| {
             let path = socket::socket_path(dir, name);
-            socket::bind(&path).map(|listener| Listener {
+            socket::bind(&path).map(|(listener, identity)| Listener {
                 name: name.clone(),
                 path,
+                identity,
                 listener,
             })
         });
@@ -209,7 +225,7 @@ pub fn bind_all(dir: &std::path::Path, names: &[String]) -> Result<Vec<Listener>
             Ok(l) => bound.push(l),
             Err(e) => {
                 for l in &bound {
-                    socket::remove(&l.path);
+                    socket::remove(&l.path, &l.identity);
                 }
                 return Err(e);
             }

@@ -20,6 +20,7 @@ pub mod jwt;
 pub mod moto;
 pub mod proc;
 pub mod proxy;
+pub mod raw;
 pub mod stub;
 
 use std::io::Read;

@@ -16,11 +16,12 @@ use futures_util::{StreamExt, stream};
 use rustify::endpoint::Endpoint;
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use serde_json::Value;
-use vaultrs::api::EndpointMiddleware;
-use vaultrs::client::{Client, VaultClient, VaultClientSettings, VaultClientSettingsBuilder};
+use vaultrs::api::auth::kubernetes::requests::LoginWithKubernetesRequest;
+use vaultrs::api::{EndpointMiddleware, EndpointResult};
 use vaultrs::error::ClientError;
 
 use self::params::{Connection, Defaults, Method, Object, Spc};
+use super::http::{self as policy, BodyError, BodyTooLarge};
 use super::{Backend, BackendError, Dialect, ErrorKind, Fetch, FetchContext, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::mount::request::{self, Parameters};
@@ -112,8 +113,10 @@ impl BackendError for Error {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub defaults: Defaults,
-    /// Timeout of one HTTP request to Vault.
-    pub request_timeout: Duration,
+    /// Redirects, body cap and timeouts of every request to Vault.
+    pub http: policy::Policy,
+    /// Where TLS files named by a class may be read from.
+    pub tls_files: tls::FilePolicy,
     /// Most cached logins, and most cached dynamic responses.
     pub cache_size: usize,
     /// Most requests of one mount in flight at once.
@@ -124,7 +127,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             defaults: Defaults::default(),
-            request_timeout: Duration::from_secs(30),
+            http: policy::Policy::default(),
+            tls_files: tls::FilePolicy::default(),
             cache_size: 1000,
             parallel_reads: 8,
         }
@@ -140,7 +144,7 @@ struct Inner {
     config: Config,
     metrics: Arc<Metrics>,
     /// One HTTP client (connection pool) per (address, namespace, TLS).
-    clients: Mutex<HashMap<ClientKey, Arc<VaultClient>>>,
+    clients: Mutex<HashMap<ClientKey, Arc<VaultHttp>>>,
     logins: Mutex<HashMap<LoginKey, Arc<tokio::sync::Mutex<Option<CachedLogin>>>>>,
     /// Dynamic responses (leases, certificates) per pod and request.
     responses: Mutex<HashMap<ResponseKey, CachedResponse>>,
@@ -200,6 +204,14 @@ impl Backend for VaultBackend {
 
     fn plan(&self, params: &Parameters, dialect: Dialect) -> Result<Plan, super::Error> {
         let spc = params::parse(params, dialect, &self.inner.config.defaults)?;
+        // The version binds the server: the same path and value on a server
+        // a class controls must not reproduce a victim's version (which
+        // would let it test guesses of the victim's secret).
+        let server = format!(
+            "{}|{}",
+            spc.connection.address,
+            spc.connection.namespace.as_deref().unwrap_or("")
+        );
         let files = spc
             .objects
             .iter()
@@ -207,7 +219,7 @@ impl Backend for VaultBackend {
                 object: o.name.clone(),
                 path: o.name.clone(),
                 mode: o.mode,
-                config: o.config(),
+                config: format!("{}|server:{server}", o.config()),
                 template_only: o.template_only,
             })
             .collect();
@@ -259,7 +271,7 @@ impl Fetch for VaultFetch {
             .tokens
             .for_audience(&conn.audience)
             .map_err(Error::Identity)?;
-        let client = self.inner.client(conn)?;
+        let client = self.inner.client(conn).await?;
         let key = LoginKey {
             pod_uid: ctx.pod.uid.clone(),
             subject: claims.subject.clone().unwrap_or_default(),
@@ -335,57 +347,42 @@ impl Fetch for VaultFetch {
 }
 
 impl Inner {
-    fn client(&self, conn: &Connection) -> Result<Arc<VaultClient>, Error> {
+    /// The HTTP client for a connection: cached, or built (TLS files read
+    /// on the blocking pool) without holding the cache's lock, so a slow or
+    /// hostile file of one class cannot stall the mounts of another.
+    async fn client(&self, conn: &Connection) -> Result<Arc<VaultHttp>, Error> {
         let key = (
             conn.address.clone(),
             conn.namespace.clone(),
             conn.tls.clone(),
         );
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&key) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(c.clone());
         }
-        let bad = |reason: String| Error::Client {
-            address: conn.address.clone(),
-            reason,
-        };
-        let mut builder = VaultClientSettingsBuilder::default();
-        // Every field explicit: vaultrs would otherwise read VAULT_TOKEN and friends.
-        builder
-            .address(&conn.address)
-            .token("")
-            .ca_certs(Vec::new())
-            .identity(None)
-            .verify(!conn.tls.skip_verify)
-            .timeout(Some(self.config.request_timeout))
-            .namespace(conn.namespace.clone());
-        let settings = builder.build().map_err(|e| bad(e.to_string()))?;
-        let client = if conn.tls.is_default() {
-            VaultClient::new(settings).map_err(|e| bad(e.to_string()))?
-        } else {
-            let config = tls::client_config(&conn.tls).map_err(bad)?;
-            let http = reqwest::Client::builder()
-                .tls_backend_preconfigured(config)
-                .timeout(self.config.request_timeout)
-                .build()
-                .map_err(|e| bad(e.to_string()))?;
-            VaultClient {
-                http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
-                middle: EndpointMiddleware {
-                    token: String::new(),
-                    version: "v1".into(),
-                    wrap: None,
-                    namespace: settings.namespace.clone(),
-                },
-                settings,
-            }
-        };
-        let client = Arc::new(client);
+        let (conn_owned, http, files) = (
+            conn.clone(),
+            self.config.http,
+            self.config.tls_files.clone(),
+        );
+        let built = tokio::task::spawn_blocking(move || VaultHttp::new(&conn_owned, &http, &files))
+            .await
+            .map_err(|_| "building the HTTP client failed".to_owned())
+            .and_then(|r| r)
+            .map_err(|reason| Error::Client {
+                address: conn.address.clone(),
+                reason,
+            })?;
+        let client = Arc::new(built);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() >= 256 {
             clients.clear();
         }
-        clients.insert(key, client.clone());
-        Ok(client)
+        Ok(clients.entry(key).or_insert(client).clone())
     }
 
     /// A Vault token for the pod: cached, or from one login shared by
@@ -393,7 +390,7 @@ impl Inner {
     async fn login(
         &self,
         key: &LoginKey,
-        client: &VaultClient,
+        client: &VaultHttp,
         jwt: &Token,
     ) -> Result<(Token, bool), Error> {
         let slot = {
@@ -433,11 +430,10 @@ impl Inner {
         }
         self.metrics.cache_lookup("vault_login", false);
         let conn = &key.connection;
-        let session = Session::new(client, None);
         let started = Instant::now();
-        let result =
-            vaultrs::auth::kubernetes::login(&session, &conn.auth_mount, &conn.role, jwt.expose())
-                .await;
+        let result = client
+            .login(&conn.auth_mount, &conn.role, jwt.expose())
+            .await;
         self.metrics
             .backend_request("vault", "login", outcome(&result), started.elapsed());
         let auth = result.map_err(|e| match e {
@@ -474,7 +470,7 @@ impl Inner {
                 kind: ErrorKind::Internal,
             });
         }
-        let lease = Duration::from_secs(auth.lease_duration);
+        let lease = Duration::from_secs(auth.lease_duration.min(MAX_LEASE_SECS));
         // Renew well before expiry; a token without TTL is still re-checked every 5 minutes.
         let ttl = if lease.is_zero() {
             Duration::from_secs(300)
@@ -521,7 +517,7 @@ impl Inner {
     async fn read_reusing(
         &self,
         pod_uid: &str,
-        client: &VaultClient,
+        client: &VaultHttp,
         conn: &Connection,
         token: &Token,
         rk: &ReadKey,
@@ -575,16 +571,14 @@ impl Inner {
 
     async fn read(
         &self,
-        client: &VaultClient,
+        client: &VaultHttp,
         conn: &Connection,
         token: &Token,
         rk: &ReadKey,
         object: &str,
     ) -> Result<Value, Error> {
-        let session = Session::new(client, Some(token));
-        let endpoint = RawRequest { key: rk };
         let started = Instant::now();
-        let result = vaultrs::api::exec_with_no_result(&session, endpoint).await;
+        let result = client.read(token, rk).await;
         self.metrics
             .backend_request("vault", "read", outcome(&result), started.elapsed());
         result.map_err(|e| match e {
@@ -611,6 +605,11 @@ impl Inner {
     }
 }
 
+/// Longest lease or token lifetime believed (32 days, Vault's default
+/// max_lease_ttl): a server's `lease_duration` of 2^64-1 must not overflow
+/// an `Instant`, nor keep a response cached for ever.
+const MAX_LEASE_SECS: u64 = 32 * 24 * 3600;
+
 /// How long a dynamic response lives: its lease, or a certificate's
 /// `expiration`. `None` for static data (KV), which is always read fresh.
 fn dynamic_lifetime(method: Method, response: &Value) -> Option<Duration> {
@@ -621,7 +620,8 @@ fn dynamic_lifetime(method: Method, response: &Value) -> Option<Duration> {
     let lease = response
         .get("lease_duration")
         .and_then(Value::as_u64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(MAX_LEASE_SECS);
     if !lease_id.is_empty() && lease > 0 {
         return Some(Duration::from_secs(lease));
     }
@@ -633,7 +633,9 @@ fn dynamic_lifetime(method: Method, response: &Value) -> Option<Duration> {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_secs() as i64;
-        return (expiration > now).then(|| Duration::from_secs((expiration - now) as u64));
+        return (expiration > now).then(|| {
+            Duration::from_secs(expiration.saturating_sub(now).unsigned_abs().min(MAX_LEASE_SECS))
+        });
     }
     (lease > 0).then(|| Duration::from_secs(lease))
 }
@@ -662,6 +664,9 @@ fn join_errors(errors: &[String]) -> String {
 fn classify(e: &ClientError) -> (ErrorKind, String) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if let Some(big) = err.downcast_ref::<BodyTooLarge>() {
+            return (ErrorKind::ResourceExhausted, big.to_string());
+        }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             // A certificate problem is configuration: retrying will not help.
             return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));
@@ -755,39 +760,181 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     last.to_string()
 }
 
-/// A vaultrs client view with one token: shares the HTTP connection pool.
-struct Session<'a> {
-    client: &'a VaultClient,
-    middle: EndpointMiddleware,
+/// The HTTP side of one connection (address, namespace, TLS settings):
+/// the request policy of [`super::http`] applied to vaultrs' endpoints.
+/// vaultrs describes the requests (paths, bodies, `X-Vault-*` headers) and
+/// parses the answers; this sends them, which vaultrs' own client cannot do
+/// with a body cap.
+struct VaultHttp {
+    address: String,
+    namespace: Option<String>,
+    /// Keeps connections alive between requests.
+    pooled: reqwest::Client,
+    /// Keeps none: for the one retry after a pooled connection turned out closed.
+    fresh: reqwest::Client,
+    max_body: usize,
 }
 
-impl<'a> Session<'a> {
-    fn new(client: &'a VaultClient, token: Option<&Token>) -> Self {
-        Self {
-            client,
-            middle: EndpointMiddleware {
-                token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
-                version: "v1".into(),
-                wrap: None,
-                namespace: client.settings.namespace.clone(),
-            },
+impl VaultHttp {
+    fn new(conn: &Connection, http: &policy::Policy, files: &tls::FilePolicy) -> Result<Self, String> {
+        let config = tls::client_config(&conn.tls, files)?;
+        let build = |fresh: bool| {
+            policy::builder(http, fresh)
+                .tls_backend_preconfigured(config.clone())
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        Ok(Self {
+            address: conn.address.clone(),
+            namespace: conn.namespace.clone(),
+            pooled: build(false)?,
+            fresh: build(true)?,
+            max_body: http.max_body,
+        })
+    }
+
+    fn middleware(&self, token: Option<&Token>) -> EndpointMiddleware {
+        EndpointMiddleware {
+            token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
+            version: "v1".into(),
+            wrap: None,
+            namespace: self.namespace.clone(),
         }
+    }
+
+    /// `auth/<mount>/login` with the pod's JWT (kubernetes and jwt methods
+    /// take the same body). Retried once on a fresh connection if the pooled
+    /// one was closed under it.
+    async fn login(&self, mount: &str, role: &str, jwt: &str) -> Result<vaultrs::api::AuthInfo, ClientError> {
+        let endpoint = LoginWithKubernetesRequest::builder()
+            .mount(mount)
+            .role(role)
+            .jwt(jwt)
+            .build()
+            .map_err(|e| ClientError::RestClientError {
+                source: rustify::errors::ClientError::EndpointBuildError { source: e.into() },
+            })?;
+        let call = Call {
+            http: self,
+            retry_stale: true,
+        };
+        let result: EndpointResult<()> = endpoint
+            .with_middleware(&self.middleware(None))
+            .exec(&call)
+            .await
+            .map_err(api_error)?
+            .wrap::<EndpointResult<()>>()
+            .map_err(ClientError::from)?;
+        result.auth.ok_or(ClientError::ResponseEmptyError)
+    }
+
+    /// One read; GETs are retried once on a fresh connection if the pooled
+    /// one was closed under them (a PUT or POST may issue a credential, so
+    /// it is not sent twice).
+    async fn read(&self, token: &Token, rk: &ReadKey) -> Result<Value, ClientError> {
+        let call = Call {
+            http: self,
+            retry_stale: rk.method == Method::Get,
+        };
+        RawRequest { key: rk }
+            .with_middleware(&self.middleware(Some(token)))
+            .exec(&call)
+            .await
+            .map_err(api_error)?
+            .parse()
+            .map_err(ClientError::from)
+    }
+}
+
+/// A Vault error answer (`{"errors": [...]}`) as vaultrs' APIError; any
+/// other failure as it is.
+fn api_error(e: rustify::errors::ClientError) -> ClientError {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<String>,
+    }
+    if let rustify::errors::ClientError::ServerResponseError {
+        code,
+        content: Some(content),
+    } = &e
+        && let Ok(parsed) = serde_json::from_str::<Errors>(content)
+    {
+        return ClientError::APIError {
+            code: *code,
+            errors: parsed.errors,
+        };
+    }
+    ClientError::RestClientError { source: e }
+}
+
+/// One request's way out: the pooled client, and whether a stale pooled
+/// connection may be retried on a fresh one.
+struct Call<'a> {
+    http: &'a VaultHttp,
+    retry_stale: bool,
+}
+
+impl Call<'_> {
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        req: &http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, (rustify::errors::ClientError, bool)> {
+        let request_error = |e: reqwest::Error| {
+            let stale = policy::is_stale_connection(&e);
+            (
+                rustify::errors::ClientError::RequestError {
+                    source: e.into(),
+                    url: req.uri().to_string(),
+                    method: req.method().to_string(),
+                },
+                stale,
+            )
+        };
+        let mut builder = client.request(req.method().clone(), req.uri().to_string());
+        for (name, value) in req.headers() {
+            builder = builder.header(name, value);
+        }
+        let response = builder
+            .body(req.body().clone())
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        let body = policy::read_capped(response, self.http.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(big) => (
+                    rustify::errors::ClientError::ResponseError { source: big.into() },
+                    false,
+                ),
+                BodyError::Read(e) => request_error(e),
+            })?;
+        http::Response::builder()
+            .status(status)
+            .body(body)
+            .map_err(|e| (rustify::errors::ClientError::ResponseError { source: e.into() }, false))
     }
 }
 
 #[async_trait]
-impl Client for Session<'_> {
-    fn http(&self) -> &rustify::clients::reqwest::Client {
-        &self.client.http
+impl rustify::client::Client for Call<'_> {
+    fn base(&self) -> &str {
+        &self.http.address
     }
-    fn middle(&self) -> &EndpointMiddleware {
-        &self.middle
-    }
-    fn settings(&self) -> &VaultClientSettings {
-        &self.client.settings
-    }
-    fn set_token(&mut self, token: &str) {
-        self.middle.token = token.to_owned();
+
+    async fn send(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, rustify::errors::ClientError> {
+        match self.attempt(&self.http.pooled, &req).await {
+            Ok(response) => Ok(response),
+            Err((_, true)) if self.retry_stale => {
+                tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
+                self.attempt(&self.http.fresh, &req).await.map_err(|(e, _)| e)
+            }
+            Err((e, _)) => Err(e),
+        }
     }
 }
 
