@@ -118,7 +118,11 @@ pub struct BackendArgs {
     #[arg(long, env = "COFFER_BACKEND_MAX_RESPONSE_BYTES")]
     pub backend_max_response_bytes: Option<usize>,
     /// Vault/OpenBao addresses a SecretProviderClass may name in vaultAddress (scheme://host[:port]; repeatable or comma-separated). Empty: any. --vault-addr is always allowed.
-    #[arg(long = "vault-allowed-address", env = "COFFER_VAULT_ALLOWED_ADDRESSES", value_delimiter = ',')]
+    #[arg(
+        long = "vault-allowed-address",
+        env = "COFFER_VAULT_ALLOWED_ADDRESSES",
+        value_delimiter = ','
+    )]
     pub vault_allowed_addresses: Vec<String>,
     /// Whether a SecretProviderClass may name an http:// (plain-text) vaultAddress.
     #[arg(long, env = "COFFER_VAULT_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
@@ -127,7 +131,11 @@ pub struct BackendArgs {
     #[arg(long, env = "COFFER_VAULT_ALLOW_SKIP_VERIFY", default_value_t = true, action = clap::ArgAction::Set)]
     pub vault_allow_skip_verify: bool,
     /// Directories a SecretProviderClass's TLS files (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath, vaultTLSClientKeyPath) must be under (repeatable or comma-separated). Empty: any directory. Either way only regular files of at most 1 MiB are read.
-    #[arg(long = "tls-file-dir", env = "COFFER_TLS_FILE_DIRS", value_delimiter = ',')]
+    #[arg(
+        long = "tls-file-dir",
+        env = "COFFER_TLS_FILE_DIRS",
+        value_delimiter = ','
+    )]
     pub tls_file_dirs: Vec<PathBuf>,
     /// Default AWS region for SecretProviderClasses without `region` (else the node's topology.kubernetes.io/region label).
     #[arg(long, env = "AWS_REGION")]

@@ -31,8 +31,11 @@ pub enum Error {
 /// Largest backend response by default: room for the JSON around the
 /// largest secret a mount may return (escaping, base64, metadata).
 pub fn backend_max_body(args: &BackendArgs, max_response_bytes: usize) -> usize {
-    args.backend_max_response_bytes
-        .unwrap_or_else(|| max_response_bytes.saturating_mul(2).saturating_add(64 * 1024))
+    args.backend_max_response_bytes.unwrap_or_else(|| {
+        max_response_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024)
+    })
 }
 
 /// The backends this build has, configured from flags. `Err` names a flag

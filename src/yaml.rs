@@ -230,11 +230,15 @@ mod tests {
         let mut nested = String::from("l0: &l0 [x,x,x,x,x,x,x,x,x]\n");
         for i in 1..10 {
             let p = i - 1;
-            nested.push_str(&format!("l{i}: &l{i} [{}]\n", vec![format!("*l{p}"); 9].join(",")));
+            nested.push_str(&format!(
+                "l{i}: &l{i} [{}]\n",
+                vec![format!("*l{p}"); 9].join(",")
+            ));
         }
         assert!(check_cost(&nested).unwrap_err().contains("aliases"));
         // A few aliases, and a `*` in a quoted value, are fine.
-        let ok = "- &o {objectName: a, secretPath: p}\n- *o\n- {objectName: b, secretKey: \"a*b\"}\n";
+        let ok =
+            "- &o {objectName: a, secretPath: p}\n- *o\n- {objectName: b, secretKey: \"a*b\"}\n";
         assert!(check_cost(ok).is_ok());
         let tagged = "- !!str *\n- !custom {a: *}\n";
         let _ = check_cost(tagged);

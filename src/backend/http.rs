@@ -74,7 +74,10 @@ pub enum BodyError {
 
 /// Reads a response body, refusing it as soon as it exceeds `limit` (by
 /// its Content-Length, or by what has arrived).
-pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     if response
         .content_length()
         .is_some_and(|len| len > limit as u64)

@@ -14,6 +14,8 @@ use crate::secret::SecretBytes;
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 const MAX_PATH_BYTES: usize = 4096;
+/// Most files one mount may make (objects, jmesPath entries and templates).
+pub const MAX_FILES: usize = 1000;
 const MAX_ELEMENT_BYTES: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub enum Error {
         "the SecretProviderClass names no objects: the driver fails a mount without object versions"
     )]
     Empty,
+    #[error("the SecretProviderClass makes {count} files, above the limit of {MAX_FILES}")]
+    TooMany { count: usize },
     #[error(
         "the response would be {size} bytes, above the limit of {limit} bytes; the driver refuses it unless its flag --max-call-recv-msg-size is raised (and coffer's --max-response-bytes with it)"
     )]
@@ -121,6 +125,9 @@ pub fn path_problem(path: &str) -> Option<&'static str> {
 pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
     if files.is_empty() {
         return Err(Error::Empty);
+    }
+    if files.len() > MAX_FILES {
+        return Err(Error::TooMany { count: files.len() });
     }
     let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for file in files {

@@ -581,8 +581,10 @@ mod tests {
 
     #[test]
     fn format_errors_do_not_quote_the_format_string() {
-        let t = parse(Some("- fileName: out\n  template: \"{{ (pw ~ '') | format(1) }}\"\n"))
-            .unwrap();
+        let t = parse(Some(
+            "- fileName: out\n  template: \"{{ (pw ~ '') | format(1) }}\"\n",
+        ))
+        .unwrap();
         let pw = SecretBytes::new(b"s3cr%Qt{Kx}".to_vec());
         let err = render(&t, &[("pw", &pw)]).unwrap_err().to_string();
         assert!(err.contains("format filter"), "{err}");
@@ -596,7 +598,12 @@ mod tests {
         let many: String = (0..=MAX_TEMPLATES)
             .map(|i| format!("- fileName: f{i}\n  template: x\n"))
             .collect();
-        assert!(parse(Some(&many)).unwrap_err().to_string().contains("limit"));
+        assert!(
+            parse(Some(&many))
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
     }
 
     #[test]

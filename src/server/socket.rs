@@ -65,7 +65,9 @@ pub struct Identity {
 
 fn file_id(path: &Path) -> Option<(u64, u64)> {
     let meta = std::fs::symlink_metadata(path).ok()?;
-    meta.file_type().is_socket().then(|| (meta.dev(), meta.ino()))
+    meta.file_type()
+        .is_socket()
+        .then(|| (meta.dev(), meta.ino()))
 }
 
 /// Binds `path` as a listening Unix socket with mode 0600. A stale socket

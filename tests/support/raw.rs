@@ -28,7 +28,9 @@ pub struct RawServer {
 }
 
 impl RawServer {
-    pub fn start(handler: impl Fn(&Request, &mut TcpStream) -> bool + Send + Sync + 'static) -> Self {
+    pub fn start(
+        handler: impl Fn(&Request, &mut TcpStream) -> bool + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind raw server");
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -147,7 +149,9 @@ pub fn json(conn: &mut TcpStream, status: u16, body: &[u8], keep_alive: bool) {
 /// early when the peer goes away.
 pub fn stream_body(conn: &mut TcpStream, total: u64, fill: u8, announce: bool) {
     let head = if announce {
-        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n")
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+        )
     } else {
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_owned()
     };

@@ -634,7 +634,12 @@ fn dynamic_lifetime(method: Method, response: &Value) -> Option<Duration> {
             .ok()?
             .as_secs() as i64;
         return (expiration > now).then(|| {
-            Duration::from_secs(expiration.saturating_sub(now).unsigned_abs().min(MAX_LEASE_SECS))
+            Duration::from_secs(
+                expiration
+                    .saturating_sub(now)
+                    .unsigned_abs()
+                    .min(MAX_LEASE_SECS),
+            )
         });
     }
     (lease > 0).then(|| Duration::from_secs(lease))
@@ -776,7 +781,11 @@ struct VaultHttp {
 }
 
 impl VaultHttp {
-    fn new(conn: &Connection, http: &policy::Policy, files: &tls::FilePolicy) -> Result<Self, String> {
+    fn new(
+        conn: &Connection,
+        http: &policy::Policy,
+        files: &tls::FilePolicy,
+    ) -> Result<Self, String> {
         let config = tls::client_config(&conn.tls, files)?;
         let build = |fresh: bool| {
             policy::builder(http, fresh)
@@ -805,7 +814,12 @@ impl VaultHttp {
     /// `auth/<mount>/login` with the pod's JWT (kubernetes and jwt methods
     /// take the same body). Retried once on a fresh connection if the pooled
     /// one was closed under it.
-    async fn login(&self, mount: &str, role: &str, jwt: &str) -> Result<vaultrs::api::AuthInfo, ClientError> {
+    async fn login(
+        &self,
+        mount: &str,
+        role: &str,
+        jwt: &str,
+    ) -> Result<vaultrs::api::AuthInfo, ClientError> {
         let endpoint = LoginWithKubernetesRequest::builder()
             .mount(mount)
             .role(role)
@@ -913,7 +927,12 @@ impl Call<'_> {
         http::Response::builder()
             .status(status)
             .body(body)
-            .map_err(|e| (rustify::errors::ClientError::ResponseError { source: e.into() }, false))
+            .map_err(|e| {
+                (
+                    rustify::errors::ClientError::ResponseError { source: e.into() },
+                    false,
+                )
+            })
     }
 }
 
@@ -931,7 +950,9 @@ impl rustify::client::Client for Call<'_> {
             Ok(response) => Ok(response),
             Err((_, true)) if self.retry_stale => {
                 tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
-                self.attempt(&self.http.fresh, &req).await.map_err(|(e, _)| e)
+                self.attempt(&self.http.fresh, &req)
+                    .await
+                    .map_err(|(e, _)| e)
             }
             Err((e, _)) => Err(e),
         }

@@ -686,13 +686,23 @@ mod tests {
             "https://vault:99999",
         ] {
             let err = parse(
-                &params(&[("roleName", "r"), ("vaultAddress", bad), ("objects", OBJECTS)]),
+                &params(&[
+                    ("roleName", "r"),
+                    ("vaultAddress", bad),
+                    ("objects", OBJECTS),
+                ]),
                 Dialect::Vault,
                 &d,
             )
             .unwrap_err();
             assert!(
-                matches!(err, Error::Param { name: "vaultAddress", .. }),
+                matches!(
+                    err,
+                    Error::Param {
+                        name: "vaultAddress",
+                        ..
+                    }
+                ),
                 "{bad}: {err}"
             );
         }
@@ -709,11 +719,20 @@ mod tests {
             )
             .unwrap_err();
             assert!(
-                matches!(err, Error::Param { name: "vaultNamespace", .. }),
+                matches!(
+                    err,
+                    Error::Param {
+                        name: "vaultNamespace",
+                        ..
+                    }
+                ),
                 "{bad:?}: {err}"
             );
         }
-        assert_eq!(origin("https://Vault.Example:8200/x").unwrap(), "https://vault.example:8200");
+        assert_eq!(
+            origin("https://Vault.Example:8200/x").unwrap(),
+            "https://vault.example:8200"
+        );
         assert_eq!(origin("http://v").unwrap(), "http://v:80");
         assert_eq!(origin("https://[::1]").unwrap(), "https://[::1]:443");
     }
@@ -735,9 +754,18 @@ mod tests {
         assert!(run(&[("vaultAddress", "http://operator:8200/")]).is_ok());
         assert!(run(&[("vaultAddress", "https://VAULT.corp:8200")]).is_ok());
         for (extra, needle) in [
-            (("vaultAddress", "https://evil:8200"), "--vault-allowed-address"),
-            (("vaultAddress", "https://vault.corp:8201"), "--vault-allowed-address"),
-            (("vaultAddress", "http://vault.corp:8200"), "--vault-allow-http"),
+            (
+                ("vaultAddress", "https://evil:8200"),
+                "--vault-allowed-address",
+            ),
+            (
+                ("vaultAddress", "https://vault.corp:8201"),
+                "--vault-allowed-address",
+            ),
+            (
+                ("vaultAddress", "http://vault.corp:8200"),
+                "--vault-allow-http",
+            ),
             (("vaultSkipTLSVerify", "true"), "--vault-allow-skip-verify"),
         ] {
             let err = run(&[extra]).unwrap_err().to_string();
@@ -746,10 +774,20 @@ mod tests {
         assert!(run(&[("vaultSkipTLSVerify", "false")]).is_ok());
         // Defaults allow what the hashicorp provider allows.
         let open = Defaults::default();
-        for extra in [("vaultAddress", "http://any:1"), ("vaultSkipTLSVerify", "true")] {
-            let mut p = vec![("roleName", "r"), ("objects", OBJECTS), ("vaultAddress", "https://x")];
+        for extra in [
+            ("vaultAddress", "http://any:1"),
+            ("vaultSkipTLSVerify", "true"),
+        ] {
+            let mut p = vec![
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultAddress", "https://x"),
+            ];
             p.push(extra);
-            assert!(parse(&params(&p), Dialect::Vault, &open).is_ok(), "{extra:?}");
+            assert!(
+                parse(&params(&p), Dialect::Vault, &open).is_ok(),
+                "{extra:?}"
+            );
         }
         assert!(Policy::new(&["not a url".into()], true, true).is_err());
     }

@@ -48,9 +48,10 @@ pub const MAX_DIR_ENTRIES: usize = 1000;
 impl FilePolicy {
     fn allows(&self, canonical: &Path) -> bool {
         self.dirs.is_empty()
-            || self.dirs.iter().any(|dir| {
-                std::fs::canonicalize(dir).is_ok_and(|dir| canonical.starts_with(dir))
-            })
+            || self
+                .dirs
+                .iter()
+                .any(|dir| std::fs::canonicalize(dir).is_ok_and(|dir| canonical.starts_with(dir)))
     }
 
     fn refused(&self, what: &str, path: &Path) -> String {
@@ -80,10 +81,7 @@ impl FilePolicy {
             .map_err(cannot)?;
         let meta = file.metadata().map_err(cannot)?;
         if !meta.is_file() {
-            return Err(format!(
-                "{what} {} is not a regular file",
-                path.display()
-            ));
+            return Err(format!("{what} {} is not a regular file", path.display()));
         }
         if meta.len() > MAX_FILE_BYTES {
             return Err(format!(
@@ -324,24 +322,33 @@ mod tests {
     fn errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.pem");
-        let err = client_config(&Tls {
-            ca_cert: Some(missing.display().to_string()),
-            ..Tls::default()
-        }, &FilePolicy::default())
+        let err = client_config(
+            &Tls {
+                ca_cert: Some(missing.display().to_string()),
+                ..Tls::default()
+            },
+            &FilePolicy::default(),
+        )
         .unwrap_err();
         assert!(err.contains("missing.pem"), "{err}");
         let junk = dir.path().join("junk.pem");
         std::fs::write(&junk, "not pem").unwrap();
-        let err = client_config(&Tls {
-            ca_dir: Some(dir.path().display().to_string()),
-            ..Tls::default()
-        }, &FilePolicy::default())
+        let err = client_config(
+            &Tls {
+                ca_dir: Some(dir.path().display().to_string()),
+                ..Tls::default()
+            },
+            &FilePolicy::default(),
+        )
         .unwrap_err();
         assert!(err.contains("junk.pem"), "{err}");
-        let err = client_config(&Tls {
-            client_cert: Some("c".into()),
-            ..Tls::default()
-        }, &FilePolicy::default())
+        let err = client_config(
+            &Tls {
+                client_cert: Some("c".into()),
+                ..Tls::default()
+            },
+            &FilePolicy::default(),
+        )
         .unwrap_err();
         assert!(err.contains("together"), "{err}");
         assert!(
@@ -354,12 +361,15 @@ mod tests {
             )
             .is_ok()
         );
-        let err = client_config(&Tls {
-            server_name: Some("bad name!".into()),
-            skip_verify: false,
-            ca_cert: None,
-            ..Tls::default()
-        }, &FilePolicy::default());
+        let err = client_config(
+            &Tls {
+                server_name: Some("bad name!".into()),
+                skip_verify: false,
+                ca_cert: None,
+                ..Tls::default()
+            },
+            &FilePolicy::default(),
+        );
         assert!(err.is_err());
     }
 
@@ -380,7 +390,11 @@ mod tests {
         // Size.
         let big = dir.path().join("big.pem");
         std::fs::write(&big, vec![b'a'; MAX_FILE_BYTES as usize + 1]).unwrap();
-        assert!(open.read("CA certificate", &big).unwrap_err().contains("limit"));
+        assert!(
+            open.read("CA certificate", &big)
+                .unwrap_err()
+                .contains("limit")
+        );
         // Directories: a symbolic link out of an allowed directory does not count.
         let allowed = dir.path().join("allowed");
         std::fs::create_dir(&allowed).unwrap();
@@ -391,8 +405,17 @@ mod tests {
         let policy = FilePolicy {
             dirs: vec![allowed.clone()],
         };
-        assert_eq!(policy.read("CA certificate", &allowed.join("ca.pem")).unwrap(), b"x");
-        for refused in [outside.clone(), allowed.join("link.pem"), allowed.join("../outside.pem")] {
+        assert_eq!(
+            policy
+                .read("CA certificate", &allowed.join("ca.pem"))
+                .unwrap(),
+            b"x"
+        );
+        for refused in [
+            outside.clone(),
+            allowed.join("link.pem"),
+            allowed.join("../outside.pem"),
+        ] {
             let err = policy.read("CA certificate", &refused).unwrap_err();
             assert!(err.contains("--tls-file-dir"), "{err}");
         }
