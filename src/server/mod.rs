@@ -291,6 +291,86 @@ fn undecodable_request_is_invalid_argument(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{self, Backend, Dialect, Fetch, FetchContext, Plan, PlannedFile};
+    use crate::mount::request::Parameters;
+
+    /// A backend with a bug: its fetch panics.
+    struct Buggy;
+    struct BuggyFetch;
+
+    #[async_trait::async_trait]
+    impl Fetch for BuggyFetch {
+        async fn fetch(
+            &self,
+            _: &FetchContext<'_>,
+        ) -> Result<Vec<crate::secret::SecretBytes>, backend::Error> {
+            let empty: Vec<u8> = Vec::new();
+            // An out-of-bounds index, as a bug would have it.
+            let i = empty.len() + 1;
+            Ok(vec![crate::secret::SecretBytes::new(vec![empty[i]])])
+        }
+    }
+
+    impl Backend for Buggy {
+        fn name(&self) -> &'static str {
+            "buggy"
+        }
+        fn plan(&self, _: &Parameters, _: Dialect) -> Result<Plan, backend::Error> {
+            Ok(Plan {
+                backend: "buggy",
+                files: vec![PlannedFile {
+                    object: "a".into(),
+                    path: "a".into(),
+                    mode: None,
+                    config: "buggy".into(),
+                    template_only: false,
+                }],
+                warnings: Vec::new(),
+                fetch: Box::new(BuggyFetch),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_mount_answers_internal_and_is_not_left_in_flight() {
+        let mut backends = mount::Backends::default();
+        backends.add(Arc::new(Buggy));
+        let mounter = Arc::new(Mounter::new(
+            backends,
+            mount::version::Versioner::random().unwrap(),
+            mount::MAX_RESPONSE_BYTES,
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let provider = Provider::new(
+            "coffer".into(),
+            mounter,
+            metrics.clone(),
+            Arc::new(Semaphore::new(4)),
+            Duration::from_secs(10),
+        );
+        let attributes = serde_json::json!({
+            "backend": "buggy",
+            "csi.storage.k8s.io/pod.name": "p",
+            "csi.storage.k8s.io/pod.namespace": "n",
+            "csi.storage.k8s.io/pod.uid": "u",
+            "csi.storage.k8s.io/serviceAccount.name": "s",
+        });
+        let request = Request::new(MountRequest {
+            attributes: attributes.to_string(),
+            secrets: "null".into(),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        });
+        let status = CsiDriverProvider::mount(&provider, request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{}", status.message());
+        assert!(status.message().contains("a bug"), "{}", status.message());
+        let text = metrics.encode();
+        assert!(text.contains("coffer_mounts_in_flight 0"), "{text}");
+        assert!(text.contains("code=\"INTERNAL\""), "{text}");
+    }
 
     #[test]
     fn grpc_timeout_units() {

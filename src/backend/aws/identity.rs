@@ -19,6 +19,9 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::OnceCell;
 
 use super::Error;
+
+/// Largest answer read from the EKS Pod Identity agent (credentials JSON).
+const AGENT_MAX_BODY: usize = 64 * 1024;
 use crate::backend::ErrorKind;
 use crate::metrics::Metrics;
 use crate::secret::Token;
@@ -281,11 +284,16 @@ impl Identity {
     }
 
     /// EKS Pod Identity: the agent exchanges the pod's token for credentials.
+    /// Its answer is a few hundred bytes; [`AGENT_MAX_BODY`] bounds it.
     pub async fn pod_identity(&self, urls: &[String], token: &Token) -> Result<Credentials, Error> {
         let agent = self.agent.get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(self.agent_timeout)
-                .connect_timeout(self.agent_timeout.min(Duration::from_secs(5)))
+            let policy = crate::backend::http::Policy {
+                max_body: AGENT_MAX_BODY,
+                connect_timeout: self.agent_timeout.min(Duration::from_secs(5)),
+                request_timeout: self.agent_timeout,
+            };
+            // No redirects (the pod's token is in the request), capped answers.
+            crate::backend::http::builder(&policy, false)
                 // The agent is link-local (or a test's loopback): never through a proxy.
                 .no_proxy()
                 .build()
@@ -327,7 +335,24 @@ impl Identity {
                 }
             };
             let status = response.status();
-            let body = response.bytes().await.unwrap_or_default();
+            let body = match crate::backend::http::read_capped(response, AGENT_MAX_BODY).await {
+                Ok(body) => body,
+                Err(e) => {
+                    self.metrics.backend_request(
+                        "aws",
+                        "eks-pod-identity.GetCredentials",
+                        "error",
+                        started.elapsed(),
+                    );
+                    last = Some(Error::Credentials {
+                        how: "EKS Pod Identity agent",
+                        at: url.clone(),
+                        reason: e.to_string(),
+                        kind: ErrorKind::Unavailable,
+                    });
+                    continue;
+                }
+            };
             self.metrics.backend_request(
                 "aws",
                 "eks-pod-identity.GetCredentials",
