@@ -240,6 +240,10 @@ type Fetched = Vec<Option<Result<Vec<u8>, Error>>>;
 
 #[async_trait]
 impl Fetch for AwsFetch {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, super::Error> {
         let spc = &*self.spc;
         let region = match &spc.region {
@@ -572,6 +576,10 @@ impl Inner {
 
     /// Fetches the objects `indices` from `region`. `Err` only when no
     /// credentials could be had there; per-object failures are in the list.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn fetch_region(
         &self,
         spc: &Spc,
@@ -627,6 +635,10 @@ impl Inner {
         Ok(a)
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn secrets_manager(
         &self,
         client: &aws_sdk_secretsmanager::Client,
@@ -681,6 +693,10 @@ impl Inner {
     /// One `BatchGetSecretValue` for up to 20 IDs; IDs it cannot answer
     /// (or a batch refused as a whole with AccessDenied, e.g. an IAM policy
     /// written for the aws provider's GetSecretValue) are fetched one by one.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn batch_get(
         &self,
         client: &aws_sdk_secretsmanager::Client,
@@ -841,6 +857,10 @@ impl Inner {
         }
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn parameters(
         &self,
         client: &aws_sdk_ssm::Client,
@@ -1086,6 +1106,10 @@ pub fn ssm_name(base: &str) -> String {
 /// Batches of at most 10 requests in which no parameter appears twice, so
 /// every answer maps back to exactly one request (two versions of one
 /// parameter in one call cannot be told apart when AWS leaves out the selector).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+)]
 pub fn ssm_batches(requests: &[String]) -> Vec<Vec<String>> {
     let mut batches: Vec<Vec<String>> = Vec::new();
     for r in requests {

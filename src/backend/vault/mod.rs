@@ -265,6 +265,10 @@ impl ReadKey {
 
 #[async_trait]
 impl Fetch for VaultFetch {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices come from 0..len of `reads`/`results` and from `index_of`, built from `reads` positions"
+    )]
     async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, super::Error> {
         let conn = &self.spc.connection;
         let (jwt, claims) = ctx

@@ -583,6 +583,10 @@ fn normalise_path(raw: &str) -> Result<(String, Vec<(String, String)>), String> 
     Ok((path.to_owned(), params))
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`i < bytes.len()` is checked by the loop, and `get` covers the two bytes after `%`"
+)]
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
