@@ -21,6 +21,10 @@ use coffer::standin::{self, PodIdentity};
 use serde_json::{Value, json};
 use tonic::transport::Channel;
 
+// The /metrics reader the tests use (std only), so both count alike.
+#[path = "../tests/support/metrics.rs"]
+mod metrics;
+
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const NS: &str = "bench";
@@ -263,15 +267,15 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `GET /metrics` read with the tests' [`metrics::metric`]: the sum of the
+/// samples whose line starts with `prefix`, 0 when there are none (or when
+/// /metrics does not answer).
 async fn metric(health: &str, prefix: &str) -> f64 {
     let text = match reqwest::get(format!("http://{health}/metrics")).await {
         Ok(r) => String::from_utf8_lossy(&r.bytes().await.unwrap_or_default()).into_owned(),
         Err(_) => String::new(),
     };
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metrics::metric(&text, prefix)
 }
 
 struct Coffer {

@@ -4,20 +4,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::CheckArgs;
+use crate::errors::chain;
 use crate::metrics::Metrics;
-use crate::mount::request::Parameters;
-use crate::server::status::chain;
+use crate::request::Parameters;
 
 /// One line per problem, `file: class: problem`.
 pub fn problems(args: &CheckArgs) -> Vec<String> {
-    let backends = match crate::serve::backends(
-        &args.backends,
-        crate::mount::MAX_RESPONSE_BYTES,
-        Arc::new(Metrics::new()),
-    ) {
-        Ok(b) => b,
-        Err(e) => return vec![e],
-    };
+    let backends = crate::serve::backends(&args.backends, &Arc::new(Metrics::new()));
     let mut lines = Vec::new();
     for path in &args.files {
         let classes = match crate::spc::read(path) {
@@ -36,8 +29,12 @@ pub fn problems(args: &CheckArgs) -> Vec<String> {
                 }
             };
             let prefix = format!("{}: SecretProviderClass {:?}", path.display(), spc.name);
-            if let Err(e) = crate::server::socket::validate_name(&spc.provider) {
-                lines.push(format!("{prefix}: spec.provider: {e}"));
+            if !crate::spc::is_provider_name(&spc.provider) {
+                lines.push(format!(
+                    "{prefix}: spec.provider: invalid provider name {:?}: {}",
+                    spc.provider,
+                    crate::spc::PROVIDER_NAME_RULE
+                ));
                 continue;
             }
             let params: Parameters = spc.parameters.into_iter().collect();

@@ -72,95 +72,7 @@ pub struct ServeArgs {
     #[arg(long, env = "COFFER_MAX_RESPONSE_BYTES", default_value_t = crate::mount::MAX_RESPONSE_BYTES)]
     pub max_response_bytes: usize,
     #[command(flatten)]
-    pub backends: BackendArgs,
-}
-
-/// Backend defaults, used by `serve` and `check`.
-#[derive(Debug, Clone, Args)]
-pub struct BackendArgs {
-    /// Default Vault/OpenBao address for SecretProviderClasses without vaultAddress.
-    #[arg(long, env = "VAULT_ADDR")]
-    pub vault_addr: Option<String>,
-    /// Default auth mount path (kubernetes or jwt method) for SecretProviderClasses without vaultAuthMountPath.
-    #[arg(long, env = "COFFER_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
-    pub vault_auth_mount: String,
-    /// Default Vault namespace (Enterprise / OpenBao namespaces).
-    #[arg(long, env = "VAULT_NAMESPACE")]
-    pub vault_namespace: Option<String>,
-    /// Default CA certificate file (PEM) to verify Vault's TLS certificate.
-    #[arg(long, env = "VAULT_CACERT")]
-    pub vault_ca_cert: Option<String>,
-    /// Default directory of CA certificates (PEM); ignored when --vault-ca-cert is set.
-    #[arg(long, env = "VAULT_CAPATH")]
-    pub vault_ca_path: Option<String>,
-    /// Default name to verify Vault's certificate against (instead of the address's host).
-    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
-    pub vault_tls_server_name: Option<String>,
-    /// Default client certificate (PEM) for mutual TLS with Vault.
-    #[arg(long, env = "VAULT_CLIENT_CERT", requires = "vault_client_key")]
-    pub vault_client_cert: Option<String>,
-    /// Default client key (PEM) for mutual TLS with Vault.
-    #[arg(long, env = "VAULT_CLIENT_KEY", requires = "vault_client_cert")]
-    pub vault_client_key: Option<String>,
-    /// Skip verification of Vault's certificate (testing only).
-    #[arg(long, env = "VAULT_SKIP_VERIFY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
-    pub vault_skip_verify: bool,
-    /// Most cached Vault logins, and most cached dynamic responses (leases, certificates).
-    #[arg(long, env = "COFFER_CACHE_SIZE", default_value_t = 1000)]
-    pub cache_size: usize,
-    /// Timeout of one HTTP request to Vault (and of each read within it).
-    #[arg(long, env = "COFFER_VAULT_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub vault_request_timeout: Duration,
-    /// Timeout of connecting to Vault (TCP and TLS).
-    #[arg(long, env = "COFFER_VAULT_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub vault_connect_timeout: Duration,
-    /// Largest response body accepted from a backend (default: twice --max-response-bytes plus 64 KiB, room for JSON around the largest secret a mount may return).
-    #[arg(long, env = "COFFER_BACKEND_MAX_RESPONSE_BYTES")]
-    pub backend_max_response_bytes: Option<usize>,
-    /// Vault/OpenBao addresses a SecretProviderClass may name in vaultAddress (scheme://host[:port]; repeatable or comma-separated). Empty: any. --vault-addr is always allowed.
-    #[arg(
-        long = "vault-allowed-address",
-        env = "COFFER_VAULT_ALLOWED_ADDRESSES",
-        value_delimiter = ','
-    )]
-    pub vault_allowed_addresses: Vec<String>,
-    /// Whether a SecretProviderClass may name an http:// (plain-text) vaultAddress.
-    #[arg(long, env = "COFFER_VAULT_ALLOW_HTTP", default_value_t = true, action = clap::ArgAction::Set)]
-    pub vault_allow_http: bool,
-    /// Whether a SecretProviderClass may set vaultSkipTLSVerify: "true".
-    #[arg(long, env = "COFFER_VAULT_ALLOW_SKIP_VERIFY", default_value_t = true, action = clap::ArgAction::Set)]
-    pub vault_allow_skip_verify: bool,
-    /// Directories a SecretProviderClass's TLS files (vaultCACertPath, vaultCADirectory, vaultTLSClientCertPath, vaultTLSClientKeyPath) must be under (repeatable or comma-separated). Empty: any directory. Either way only regular files of at most 1 MiB are read.
-    #[arg(
-        long = "tls-file-dir",
-        env = "COFFER_TLS_FILE_DIRS",
-        value_delimiter = ','
-    )]
-    pub tls_file_dirs: Vec<PathBuf>,
-    /// Default AWS region for SecretProviderClasses without `region` (else the node's topology.kubernetes.io/region label).
-    #[arg(long, env = "AWS_REGION")]
-    pub aws_region: Option<String>,
-    /// AWS endpoint for every service and region (tests, proxies). The SDK's AWS_ENDPOINT_URL_<SERVICE> variables take precedence.
-    #[arg(long, env = "AWS_ENDPOINT_URL")]
-    pub aws_endpoint_url: Option<String>,
-    /// REGION=URL: AWS endpoint for every service in one region (VPC endpoints; repeatable or comma-separated).
-    #[arg(long = "aws-region-endpoint", env = "COFFER_AWS_REGION_ENDPOINTS", value_delimiter = ',', value_parser = parse_kv)]
-    pub aws_region_endpoints: Vec<(String, String)>,
-    /// URL of the EKS Pod Identity agent instead of http://169.254.170.23/v1/credentials and http://[fd00:ec2::23]/v1/credentials.
-    #[arg(long, env = "COFFER_AWS_POD_IDENTITY_ENDPOINT")]
-    pub aws_pod_identity_endpoint: Option<String>,
-    /// Timeout of one call to the EKS Pod Identity agent.
-    #[arg(long, env = "COFFER_AWS_POD_IDENTITY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub aws_pod_identity_timeout: Duration,
-    /// Read ServiceAccount role annotations and the node's region label from the Kubernetes API.
-    #[arg(long, env = "COFFER_AWS_KUBE_API", default_value_t = true, action = clap::ArgAction::Set)]
-    pub aws_kube_api: bool,
-    /// Kubeconfig for the Kubernetes API (default: in-cluster, else KUBECONFIG / ~/.kube/config).
-    #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
-    /// The node coffer runs on (downward API spec.nodeName), for its region label.
-    #[arg(long, env = "NODE_NAME")]
-    pub node_name: Option<String>,
+    pub backends: crate::backend::registry::BackendArgs,
 }
 
 #[derive(Debug, Args)]
@@ -213,7 +125,7 @@ pub struct CheckArgs {
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
     #[command(flatten)]
-    pub backends: BackendArgs,
+    pub backends: crate::backend::registry::BackendArgs,
 }
 
 /// `100s`, `2m`, `500ms`, `1h`, or plain seconds.
@@ -250,7 +162,7 @@ fn parse_token_arg(raw: &str) -> Result<(String, PathBuf), String> {
     Ok((aud.to_owned(), PathBuf::from(file)))
 }
 
-fn parse_kv(raw: &str) -> Result<(String, String), String> {
+pub fn parse_kv(raw: &str) -> Result<(String, String), String> {
     let (k, v) = raw
         .split_once('=')
         .ok_or_else(|| format!("{raw:?} is not KEY=VALUE"))?;
@@ -284,10 +196,10 @@ mod tests {
         assert_eq!(args.providers, vec!["coffer".to_owned()]);
         assert_eq!(args.health_addr.to_string(), "0.0.0.0:8098");
         assert_eq!(args.mount_timeout, Duration::from_secs(100));
-        assert_eq!(args.backends.vault_auth_mount, "kubernetes");
-        assert!(args.backends.aws_kube_api);
+        assert_eq!(args.backends.vault.vault_auth_mount, "kubernetes");
+        assert!(args.backends.aws.aws_kube_api);
         assert_eq!(
-            args.backends.aws_pod_identity_timeout,
+            args.backends.aws.aws_pod_identity_timeout,
             Duration::from_secs(5)
         );
     }

@@ -17,11 +17,13 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod errors;
 pub mod gojson;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
 pub mod mount;
+pub mod request;
 pub mod secret;
 pub mod serve;
 pub mod server;

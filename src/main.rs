@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             match runtime.block_on(coffer::serve::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    let msg = coffer::server::status::chain(&e);
+                    let msg = coffer::errors::chain(&e);
                     tracing::error!(error = %msg, "coffer cannot serve");
                     eprintln!("coffer: {msg}");
                     ExitCode::from(EX_USAGE)

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, watch};
 
-use crate::cli::{BackendArgs, LogFormat, ServeArgs};
+use crate::backend::registry::BackendArgs;
+use crate::cli::{LogFormat, ServeArgs};
 use crate::health::{self, Health};
 use crate::metrics::Metrics;
 use crate::mount::{Backends, Mounter, version::Versioner};
@@ -24,86 +25,24 @@ pub enum Error {
     },
     #[error("cannot install the signal handler")]
     Signal(#[source] std::io::Error),
-    #[error("{0}")]
-    Flags(String),
 }
 
-/// Largest backend response by default: room for the JSON around the
-/// largest secret a mount may return (escaping, base64, metadata).
-pub fn backend_max_body(args: &BackendArgs, max_response_bytes: usize) -> usize {
-    args.backend_max_response_bytes.unwrap_or_else(|| {
-        max_response_bytes
-            .saturating_mul(2)
-            .saturating_add(64 * 1024)
-    })
-}
-
-/// The backends this build has, configured from flags. `Err` names a flag
-/// value that cannot be used.
-pub fn backends(
-    args: &BackendArgs,
-    max_response_bytes: usize,
-    metrics: Arc<Metrics>,
-) -> Result<Backends, String> {
-    let mut backends = Backends::default();
+/// The backend flags, with defaults that follow other `serve` flags: the
+/// largest Vault answer read follows --max-response-bytes.
+fn with_response_limit(args: &ServeArgs) -> BackendArgs {
+    let mut backends = args.backends.clone();
     #[cfg(feature = "vault")]
-    {
-        use crate::backend::vault;
-        let none_if_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        let config = vault::Config {
-            defaults: vault::params::Defaults {
-                address: none_if_empty(&args.vault_addr),
-                auth_mount: args.vault_auth_mount.clone(),
-                namespace: none_if_empty(&args.vault_namespace),
-                tls: vault::tls::Tls {
-                    ca_cert: none_if_empty(&args.vault_ca_cert),
-                    ca_dir: none_if_empty(&args.vault_ca_path),
-                    server_name: none_if_empty(&args.vault_tls_server_name),
-                    client_cert: none_if_empty(&args.vault_client_cert),
-                    client_key: none_if_empty(&args.vault_client_key),
-                    skip_verify: args.vault_skip_verify,
-                },
-                policy: vault::params::Policy::new(
-                    &args.vault_allowed_addresses,
-                    args.vault_allow_http,
-                    args.vault_allow_skip_verify,
-                )?,
-            },
-            http: crate::backend::http::Policy {
-                max_body: backend_max_body(args, max_response_bytes),
-                connect_timeout: args.vault_connect_timeout,
-                request_timeout: args.vault_request_timeout,
-            },
-            tls_files: vault::tls::FilePolicy {
-                dirs: args.tls_file_dirs.clone(),
-            },
-            cache_size: args.cache_size,
-            parallel_reads: 8,
-        };
-        backends.add(Arc::new(vault::VaultBackend::new(config, metrics.clone())));
+    if backends.vault.backend_max_response_bytes.is_none() {
+        backends.vault.backend_max_response_bytes = Some(
+            crate::backend::vault::args::default_max_body(args.max_response_bytes),
+        );
     }
-    #[cfg(feature = "aws")]
-    {
-        use crate::backend::aws;
-        let non_empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-        let config = aws::Config {
-            defaults: aws::params::Defaults {
-                region: non_empty(&args.aws_region),
-            },
-            endpoint_url: non_empty(&args.aws_endpoint_url),
-            region_endpoints: args.aws_region_endpoints.clone(),
-            pod_identity_endpoint: non_empty(&args.aws_pod_identity_endpoint),
-            pod_identity_timeout: args.aws_pod_identity_timeout,
-            kube: aws::identity::KubeSettings {
-                enabled: args.aws_kube_api,
-                kubeconfig: args.kubeconfig.clone(),
-                node_name: non_empty(&args.node_name),
-            },
-        };
-        backends.add(Arc::new(aws::AwsBackend::new(config, metrics.clone())));
-    }
-    let _ = (args, max_response_bytes, metrics);
-    Ok(backends)
+    backends
+}
+
+/// The backends this build has, configured from flags.
+pub fn backends(args: &BackendArgs, metrics: &Arc<Metrics>) -> Backends {
+    Backends::from(args.build(metrics))
 }
 
 pub fn init_logging(format: LogFormat, level: tracing::Level) {
@@ -157,7 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         }
     };
     let mounter = Arc::new(Mounter::new(
-        backends(&args.backends, args.max_response_bytes, metrics.clone()).map_err(Error::Flags)?,
+        backends(&with_response_limit(&args), &metrics),
         versions,
         args.max_response_bytes,
     ));
@@ -203,7 +142,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         servers.push(tokio::spawn(async move {
             let name = listener.name.clone();
             if let Err(e) = server::serve(listener, mounter, metrics, permits, &limits, shutdown).await {
-                tracing::error!(provider = %name, error = %crate::server::status::chain(&e), "socket server failed");
+                tracing::error!(provider = %name, error = %crate::errors::chain(&e), "socket server failed");
             }
         }));
     }

@@ -40,6 +40,18 @@ pub enum Error {
     TooCostly { path: String, reason: String },
 }
 
+/// The driver's rule for provider names, `^[a-zA-Z0-9_-]{1,30}$` (non-empty
+/// here: an empty name makes the socket `.sock`).
+pub fn is_provider_name(name: &str) -> bool {
+    (1..=30).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What a class whose `spec.provider` breaks [`is_provider_name`] is told.
+pub const PROVIDER_NAME_RULE: &str = "it must match ^[a-zA-Z0-9_-]{1,30}$ (the driver's rule)";
+
 pub const API_GROUP: &str = "secrets-store.csi.x-k8s.io";
 
 #[derive(Deserialize)]

@@ -1,4 +1,5 @@
-//! A bound on the work of parsing YAML that comes in a request, checked
+//! YAML and parameter-value helpers shared by the dialects and templates:
+//! a bound on the work of parsing YAML that comes in a request, checked
 //! before serde_yaml sees it.
 //!
 //! serde_yaml scans with libyaml (`unsafe-libyaml`), whose scanner checks
@@ -187,6 +188,36 @@ impl<'de> Visitor<'de> for &Counter {
         self.take::<A::Error>()?;
         let ((), variant) = data.variant_seed(self)?;
         variant.newtype_variant_seed(self)
+    }
+}
+
+/// A `filePermission` as YAML gives it: `0600` (YAML 1.1 octal, which
+/// serde_yaml reads as a string), `"0600"`, `0o600`, or an integer taken
+/// as is. `None` when it is not a mode.
+pub fn mode(v: &serde_yaml::Value) -> Option<u32> {
+    match v {
+        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        serde_yaml::Value::String(s) => {
+            let s = s.trim();
+            let digits = s
+                .strip_prefix("0o")
+                .or_else(|| s.strip_prefix('0'))
+                .unwrap_or(s);
+            if digits.is_empty() {
+                return (s == "0").then_some(0);
+            }
+            u32::from_str_radix(digits, 8).ok()
+        }
+        _ => None,
+    }
+}
+
+/// A boolean parameter as the Go providers read it: `strconv.ParseBool`.
+pub fn parse_bool(raw: &str) -> Option<bool> {
+    match raw {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 

@@ -132,21 +132,10 @@ fn mode(out: &Path, file: &str) -> u32 {
         & 0o777
 }
 
-/// A counter from coffer's /metrics (0 when absent).
-fn metric(coffer: &Coffer, series: &str) -> f64 {
-    let text = coffer.health_get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0.0)
-}
-
 fn aws_calls(coffer: &Coffer, operation: &str) -> f64 {
-    metric(
-        coffer,
-        &format!(
-            "coffer_backend_requests_total{{backend=\"aws\",operation=\"{operation}\",outcome=\"ok\"}} "
-        ),
-    )
+    coffer.metric(&format!(
+        "coffer_backend_requests_total{{backend=\"aws\",operation=\"{operation}\",outcome=\"ok\"}} "
+    ))
 }
 
 fn assert_log_clean(coffer: &Coffer, secrets: &[&str]) {
@@ -411,24 +400,15 @@ fn twenty_five_secrets_cost_two_batch_calls_and_fifty_mounts_one_sts_call() {
     });
     assert_eq!(aws_calls(&coffer, "sts.AssumeRoleWithWebIdentity"), 1.0);
     assert_eq!(
-        metric(
-            &coffer,
-            "coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"miss\"} "
-        ),
+        coffer.metric("coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"miss\"} "),
         1.0
     );
     assert_eq!(
-        metric(
-            &coffer,
-            "coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"hit\"} "
-        ),
+        coffer.metric("coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"hit\"} "),
         49.0
     );
     assert_eq!(
-        metric(
-            &coffer,
-            "coffer_mounts_total{provider=\"aws\",code=\"OK\"} "
-        ),
+        coffer.metric("coffer_mounts_total{provider=\"aws\",code=\"OK\"} "),
         50.0
     );
     assert_log_clean(

@@ -8,12 +8,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use coffer::grpc::MountRequest;
-use coffer::secret::Token;
-use coffer::spc::SecretProviderClass;
-use coffer::standin::{self, PodIdentity};
 use serde_json::json;
 use support::bao::Bao;
+use support::mount::MountBuilder;
 use support::{Coffer, coffer_cmd, jwt};
 
 const NS: &str = "shop";
@@ -56,57 +53,18 @@ async fn mount(
     bao: &Bao,
     templates: &str,
 ) -> Result<(BTreeMap<String, (i32, Vec<u8>)>, BTreeMap<String, String>), tonic::Status> {
-    let parameters: BTreeMap<String, String> = [
-        ("roleName", "web"),
-        ("vaultAddress", bao.addr.as_str()),
-        ("vaultAuthMountPath", "jwt"),
-        ("objects", OBJECTS),
-        ("templates", templates),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect();
-    let spc = SecretProviderClass {
-        name: "app".into(),
-        namespace: Some(NS.into()),
-        provider: "vault".into(),
-        parameters,
-    };
-    let pod = PodIdentity {
-        name: "web-0".into(),
-        namespace: NS.into(),
-        uid: UID.into(),
-        service_account: SA.into(),
-    };
-    let token = Token::new(jwt::sa_token(NS, SA, "web-0", UID, "vault", 600));
-    let attributes = standin::attributes(
-        &spc,
-        &[],
-        &pod,
-        Some(&standin::tokens_json(&[("vault".into(), token)])),
-    );
-    let resp = standin::connect(socket)
-        .await
-        .unwrap()
-        .mount(MountRequest {
-            attributes,
-            secrets: "null".into(),
-            target_path: "/t".into(),
-            permission: "420".into(),
-            current_object_version: vec![],
-        })
-        .await?
-        .into_inner();
-    Ok((
-        resp.files
-            .into_iter()
-            .map(|f| (f.path, (f.mode, f.contents)))
-            .collect(),
-        resp.object_version
-            .into_iter()
-            .map(|v| (v.id, v.version))
-            .collect(),
-    ))
+    let request = MountBuilder::new("vault", NS, SA, "web-0", UID)
+        .params([
+            ("roleName", "web"),
+            ("vaultAddress", bao.addr.as_str()),
+            ("vaultAuthMountPath", "jwt"),
+            ("objects", OBJECTS),
+            ("templates", templates),
+        ])
+        .sa_token("vault", 600)
+        .build();
+    let mounted = support::mount::mount(socket, request).await?;
+    Ok((mounted.files, mounted.versions))
 }
 
 #[tokio::test]

@@ -269,11 +269,8 @@ fn every_authority_form_a_driver_sends_gets_the_same_mount() {
     );
 
     let metrics = coffer.health_get("/metrics").text();
-    let rewrites = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("coffer_authority_rewrites_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap();
+    let rewrites = support::metrics::metric_sum(&metrics, "coffer_authority_rewrites_total ")
+        .unwrap_or_else(|| panic!("no coffer_authority_rewrites_total in:\n{metrics}"));
     assert!(
         rewrites >= 2.0,
         "the raw-path form should have been rewritten:\n{metrics}"

@@ -12,12 +12,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer::grpc::MountRequest;
-use coffer::secret::Token;
-use coffer::spc::SecretProviderClass;
-use coffer::standin::{self, PodIdentity};
 use serde_json::{Value, json};
 use support::bao::Bao;
+use support::mount::{MountBuilder, Mounted as Mount};
 use support::{Coffer, jwt};
 
 const NS: &str = "shop";
@@ -55,11 +52,6 @@ path "pki/issue/web" { capabilities = ["create", "update"] }
     bao
 }
 
-struct Mount {
-    files: BTreeMap<String, (i32, Vec<u8>)>,
-    versions: BTreeMap<String, String>,
-}
-
 fn params(bao: &Bao, extra: &[(&str, &str)]) -> BTreeMap<String, String> {
     let mut p: BTreeMap<String, String> = [
         ("roleName", "web"),
@@ -81,46 +73,14 @@ async fn mount_as(
     tokens: &[(&str, String)],
     pod_uid: &str,
 ) -> Result<Mount, tonic::Status> {
-    let spc = SecretProviderClass {
-        name: "app".into(),
-        namespace: Some(NS.into()),
-        provider: "vault".into(),
-        parameters: params,
-    };
-    let pod = PodIdentity {
-        name: POD.into(),
-        namespace: NS.into(),
-        uid: pod_uid.into(),
-        service_account: SA.into(),
-    };
-    let tokens: Vec<(String, Token)> = tokens
+    let request = tokens
         .iter()
-        .map(|(a, t)| ((*a).to_owned(), Token::new(t.clone())))
-        .collect();
-    let attributes = standin::attributes(&spc, &[], &pod, Some(&standin::tokens_json(&tokens)));
-    let mut client = standin::connect(socket).await.expect("connect");
-    let resp = client
-        .mount(MountRequest {
-            attributes,
-            secrets: "null".into(),
-            target_path: "/t".into(),
-            permission: "420".into(),
-            current_object_version: vec![],
-        })
-        .await?
-        .into_inner();
-    Ok(Mount {
-        files: resp
-            .files
-            .into_iter()
-            .map(|f| (f.path, (f.mode, f.contents)))
-            .collect(),
-        versions: resp
-            .object_version
-            .into_iter()
-            .map(|v| (v.id, v.version))
-            .collect(),
-    })
+        .fold(
+            MountBuilder::new("vault", NS, SA, POD, pod_uid).params(params),
+            |b, (audience, token)| b.token(audience, token.clone()),
+        )
+        .build();
+    support::mount::mount(socket, request).await
 }
 
 /// The pod's token, minted once: kubelet hands the same token to every
@@ -138,14 +98,6 @@ async fn mount(socket: &Path, params: BTreeMap<String, String>) -> Result<Mount,
 
 fn text(m: &Mount, path: &str) -> String {
     String::from_utf8(m.files[path].1.clone()).unwrap()
-}
-
-fn metric(coffer: &Coffer, prefix: &str) -> f64 {
-    let text = coffer.health_get("/metrics").text();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 const LOGINS: &str =
@@ -226,7 +178,7 @@ async fn key_extraction_follows_the_vault_provider_rules() {
     // Four distinct requests (cfg, versioned?version=1, versioned, kv1/app)… plus the
     // differently spelled cfg paths, which normalise to the same request.
     assert_eq!(
-        metric(&coffer, READS),
+        coffer.metric(READS),
         4.0,
         "identical reads must be made once"
     );
@@ -283,7 +235,7 @@ async fn pki_certificates_parse_are_reused_across_republish_and_differ_by_args()
         "api.example.com"
     );
     // Certificate and key from the same response; two issues, not three.
-    assert_eq!(metric(&coffer, READS), 2.0);
+    assert_eq!(coffer.metric(READS), 2.0);
 
     // The driver republishes every minute: same certificate, same versions, no new issue.
     for _ in 0..3 {
@@ -291,12 +243,9 @@ async fn pki_certificates_parse_are_reused_across_republish_and_differ_by_args()
         assert_eq!(again.files["tls.crt"].1, cert_pem);
         assert_eq!(again.versions, first.versions);
     }
-    assert_eq!(metric(&coffer, READS), 2.0);
+    assert_eq!(coffer.metric(READS), 2.0);
     assert_eq!(
-        metric(
-            &coffer,
-            "coffer_cache_lookups_total{cache=\"vault_dynamic\",result=\"hit\"}"
-        ),
+        coffer.metric("coffer_cache_lookups_total{cache=\"vault_dynamic\",result=\"hit\"}"),
         6.0
     );
     // Another pod gets its own certificate.
@@ -344,7 +293,7 @@ async fn one_login_for_many_mounts_of_a_pod_even_when_concurrent() {
         t.await.unwrap().unwrap();
     }
     assert_eq!(
-        metric(&coffer, LOGINS),
+        coffer.metric(LOGINS),
         1.0,
         "20 concurrent first mounts share one login"
     );
@@ -352,22 +301,19 @@ async fn one_login_for_many_mounts_of_a_pod_even_when_concurrent() {
         mount(&coffer.socket("vault"), p.clone()).await.unwrap();
     }
     assert_eq!(
-        metric(&coffer, LOGINS),
+        coffer.metric(LOGINS),
         1.0,
         "70 mounts of one pod, one login"
     );
     assert_eq!(
-        metric(
-            &coffer,
-            "coffer_cache_lookups_total{cache=\"vault_login\",result=\"hit\"}"
-        ),
+        coffer.metric("coffer_cache_lookups_total{cache=\"vault_login\",result=\"hit\"}"),
         69.0
     );
 
     // A revoked token: one re-login, the mount still succeeds.
     bao.write("sys/leases/revoke-prefix/auth/jwt/login", json!({}));
     mount(&coffer.socket("vault"), p).await.unwrap();
-    assert_eq!(metric(&coffer, LOGINS), 2.0);
+    assert_eq!(coffer.metric(LOGINS), 2.0);
 }
 
 #[tokio::test]
@@ -404,10 +350,10 @@ async fn a_forged_token_naming_a_logged_in_pod_does_not_reuse_its_login() {
         "{}",
         err.message()
     );
-    assert_eq!(metric(&coffer, LOGINS), 1.0);
+    assert_eq!(coffer.metric(LOGINS), 1.0);
     // The real pod is still served from its cached login.
     mount(&coffer.socket("vault"), p).await.unwrap();
-    assert_eq!(metric(&coffer, LOGINS), 1.0);
+    assert_eq!(coffer.metric(LOGINS), 1.0);
 }
 
 #[tokio::test]

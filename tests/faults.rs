@@ -7,16 +7,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coffer::grpc::MountRequest;
-use coffer::secret::Token;
-use coffer::spc::SecretProviderClass;
-use coffer::standin::{self, PodIdentity};
+use coffer::standin;
 use serde_json::json;
 use support::bao::Bao;
+use support::metrics;
+use support::mount::MountBuilder;
 use support::proxy::{Mode, Proxy};
 use support::{Coffer, coffer_cmd, jwt};
 
@@ -36,50 +34,22 @@ fn bao() -> Bao {
     bao
 }
 
-fn params(addr: &str) -> BTreeMap<String, String> {
-    [
-        ("roleName", "web"),
-        ("vaultAddress", addr),
-        ("vaultAuthMountPath", "jwt"),
-        (
-            "objects",
-            "- {objectName: password, secretPath: secret/data/app/db, secretKey: password}",
-        ),
-    ]
-    .iter()
-    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-    .collect()
-}
-
 /// One Mount with a client deadline; returns the code and how long it took.
 async fn mount(socket: &Path, addr: &str, deadline: Duration) -> (tonic::Code, String, Duration) {
-    let spc = SecretProviderClass {
-        name: "app".into(),
-        namespace: Some(NS.into()),
-        provider: "vault".into(),
-        parameters: params(addr),
-    };
-    let pod = PodIdentity {
-        name: "web-0".into(),
-        namespace: NS.into(),
-        uid: POD_UID.into(),
-        service_account: SA.into(),
-    };
-    let token = Token::new(jwt::sa_token(NS, SA, "web-0", POD_UID, "vault", 600));
-    let attributes = standin::attributes(
-        &spc,
-        &[],
-        &pod,
-        Some(&standin::tokens_json(&[("vault".into(), token)])),
-    );
+    let request = MountBuilder::new("vault", NS, SA, "web-0", POD_UID)
+        .params([
+            ("roleName", "web"),
+            ("vaultAddress", addr),
+            ("vaultAuthMountPath", "jwt"),
+            (
+                "objects",
+                "- {objectName: password, secretPath: secret/data/app/db, secretKey: password}",
+            ),
+        ])
+        .sa_token("vault", 600)
+        .build();
     let mut client = standin::connect(socket).await.expect("connect");
-    let mut req = tonic::Request::new(MountRequest {
-        attributes,
-        secrets: "null".into(),
-        target_path: "/t".into(),
-        permission: "420".into(),
-        current_object_version: vec![],
-    });
+    let mut req = tonic::Request::new(request);
     req.set_timeout(deadline);
     let started = Instant::now();
     let result = client.mount(req).await;
@@ -95,12 +65,11 @@ async fn mount(socket: &Path, addr: &str, deadline: Duration) -> (tonic::Code, S
     }
 }
 
+/// The `coffer_mounts_in_flight` gauge (always exported).
 fn in_flight(coffer: &Coffer) -> f64 {
     let text = coffer.health_get("/metrics").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix("coffer_mounts_in_flight "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    metrics::metric_sum(&text, "coffer_mounts_in_flight ")
+        .unwrap_or_else(|| panic!("no coffer_mounts_in_flight in:\n{text}"))
 }
 
 #[tokio::test]
@@ -357,51 +326,17 @@ async fn aws_throttling_is_unavailable_and_clears_without_a_restart() {
             "us-west-2",
         ],
     );
-    let spc = SecretProviderClass {
-        name: "shop".into(),
-        namespace: Some(NS.into()),
-        provider: "aws".into(),
-        parameters: [
+    let request = MountBuilder::new("aws", NS, SA, "web-0", POD_UID)
+        .class_name("shop")
+        .params([
             ("roleArn", "arn:aws:iam::123456789012:role/shop"),
             (
                 "objects",
                 "- {objectName: shop/db, objectType: secretsmanager}",
             ),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect(),
-    };
-    let pod = PodIdentity {
-        name: "web-0".into(),
-        namespace: NS.into(),
-        uid: POD_UID.into(),
-        service_account: SA.into(),
-    };
-    let token = Token::new(jwt::sa_token(
-        NS,
-        SA,
-        "web-0",
-        POD_UID,
-        "sts.amazonaws.com",
-        600,
-    ));
-    let attributes = standin::attributes(
-        &spc,
-        &[],
-        &pod,
-        Some(&standin::tokens_json(&[(
-            "sts.amazonaws.com".into(),
-            token,
-        )])),
-    );
-    let request = MountRequest {
-        attributes,
-        secrets: "null".into(),
-        target_path: "/t".into(),
-        permission: "420".into(),
-        current_object_version: vec![],
-    };
+        ])
+        .sa_token("sts.amazonaws.com", 600)
+        .build();
     let mut client = standin::connect(&coffer.socket("aws")).await.unwrap();
     let started = Instant::now();
     let mut req = tonic::Request::new(request.clone());

@@ -5,10 +5,14 @@
 
 mod support;
 
+use std::path::Path;
+use std::time::Duration;
+
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Value, json};
 use support::bao::Bao;
-use support::jwt;
+use support::proc::{self, Fixture, Process, Spec};
+use support::{jwt, metrics};
 
 const NS: &str = "default";
 const SA: &str = "web";
@@ -218,4 +222,134 @@ fn python_client_reports_grpc_errors_as_json() {
     let req = support::mount_request(&json!({ "objects": "array: []" }), None, "/tmp/target");
     let v = support::python_mount(&missing, "localhost", &req);
     assert_eq!(v["ok"], false, "{v}");
+}
+
+/// `coffer serve` on a health address the test picks: a fixture for the
+/// tests of [`proc::start`] itself.
+struct Served {
+    process: Process,
+    health: String,
+}
+
+impl Fixture for Served {
+    fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn is_ready(&self) -> bool {
+        support::http::get(&self.health, "/readyz")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    }
+
+    fn awaiting(&self) -> String {
+        format!("GET http://{}/readyz", self.health)
+    }
+}
+
+fn serve_on(health: &str, extra: &[&str]) -> Served {
+    let spec = Spec {
+        name: "coffer",
+        dir_prefix: "harness",
+        log_file: "coffer.log",
+        tail_lines: 20,
+    };
+    let process = Process::spawn(spec, Path::new(env!("CARGO_BIN_EXE_coffer")), |cmd, dir| {
+        let sockets = dir.join("sockets");
+        std::fs::create_dir(&sockets).unwrap();
+        cmd.arg("serve")
+            .arg("--socket-dir")
+            .arg(&sockets)
+            .args(["--provider", "vault", "--health-addr", health])
+            .args(extra);
+    });
+    Served {
+        process,
+        health: health.to_owned(),
+    }
+}
+
+#[test]
+fn start_launches_again_when_the_port_was_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let mut addrs = Vec::new();
+    let served = proc::start(Duration::from_secs(20), || {
+        let health = match addrs.len() {
+            0 => taken.clone(),
+            _ => format!("127.0.0.1:{}", support::free_port()),
+        };
+        addrs.push(health.clone());
+        serve_on(&health, &[])
+    });
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    assert_eq!(served.health, addrs[1]);
+    assert!(served.is_ready());
+}
+
+#[test]
+fn start_does_not_retry_other_start_up_failures() {
+    let mut launches = 0;
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        proc::start(Duration::from_secs(20), || {
+            launches += 1;
+            let health = format!("127.0.0.1:{}", support::free_port());
+            serve_on(&health, &["--no-such-flag"])
+        })
+    }));
+    let message = match outcome {
+        Ok(_) => panic!("coffer started with an unknown flag"),
+        Err(e) => e.downcast_ref::<String>().cloned().unwrap_or_default(),
+    };
+    assert_eq!(launches, 1);
+    assert!(
+        message.contains("coffer exited during start-up") && message.contains("--no-such-flag"),
+        "{message}"
+    );
+}
+
+/// A /metrics page for the reader's self-tests.
+const METRICS_TEXT: &str = r#"# HELP coffer_backend_requests_total Backend calls.
+# TYPE coffer_backend_requests_total counter
+coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} 2
+coffer_backend_requests_total{backend="vault",operation="read",outcome="ok"} 5
+coffer_backend_requests_total{backend="vault",operation="read",outcome="not_found"} 1
+coffer_labels_with_spaces{message="a } b \" c"} 7 1700000000000
+coffer_mounts_in_flight 0
+"#;
+
+#[test]
+fn metric_sums_every_series_the_prefix_starts() {
+    let read = r#"coffer_backend_requests_total{backend="vault",operation="read""#;
+    assert_eq!(metrics::metric_sum(METRICS_TEXT, read), Some(6.0));
+    let login_ok =
+        r#"coffer_backend_requests_total{backend="vault",operation="login",outcome="ok"} "#;
+    assert_eq!(metrics::metric_sum(METRICS_TEXT, login_ok), Some(2.0));
+}
+
+#[test]
+fn metric_reads_the_value_after_labels_holding_spaces_and_braces() {
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_labels_with_spaces{"),
+        Some(7.0)
+    );
+}
+
+#[test]
+fn an_absent_series_is_none_and_counts_as_zero() {
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_mounts_total{"),
+        None
+    );
+    assert_eq!(metrics::metric(METRICS_TEXT, "coffer_mounts_total{"), 0.0);
+    assert_eq!(
+        metrics::metric_sum(METRICS_TEXT, "coffer_mounts_in_flight "),
+        Some(0.0)
+    );
+}
+
+#[test]
+#[should_panic(expected = "without a value")]
+fn a_matching_line_without_a_number_panics() {
+    metrics::metric_sum("coffer_x{a=\"b\"} oops\n", "coffer_x");
 }

@@ -42,10 +42,10 @@ fuzz_target!(|data: &[u8]| {
             path_problem(path)
         );
         files.push(PlannedFile {
-            object: format!("o{i}"),
             path: path.to_owned(),
             mode,
-            config: String::new(),
+            config: format!("o{i}"),
+            template_only: false,
         });
     }
     // The whole list, and (so that valid plans are common) the acceptable

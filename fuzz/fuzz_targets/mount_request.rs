@@ -1,4 +1,4 @@
-//! `mount::request::parse` on a whole `MountRequest`, then
+//! `request::parse` on a whole `MountRequest`, then
 //! `ServiceAccountTokens::for_audience` on every audience.
 //!
 //! First byte even: textual input, NUL-separated fields
@@ -13,7 +13,7 @@
 use arbitrary::{Arbitrary, Unstructured};
 use base64::Engine;
 use coffer::grpc;
-use coffer::mount::request::{self, keys};
+use coffer::request::{self, keys};
 use coffer_fuzz::{MARK, assert_no_mark, clean, fields};
 use libfuzzer_sys::fuzz_target;
 

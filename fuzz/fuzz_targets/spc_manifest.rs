@@ -9,7 +9,7 @@ use std::sync::Arc;
 use coffer::backend::vault::{self, VaultBackend};
 use coffer::metrics::Metrics;
 use coffer::mount::Backends;
-use coffer::mount::request::Parameters;
+use coffer::request::Parameters;
 use libfuzzer_sys::fuzz_target;
 
 fn backends() -> &'static Backends {
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         let params: Parameters = spc.parameters.into_iter().collect();
         match backends().plan(&spc.provider, &params) {
             Ok(plan) => {
-                assert!(!plan.files.is_empty());
+                assert!(!plan.plan.files.is_empty());
                 let _ = format!("{plan:?}");
             }
             Err(e) => {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use coffer::grpc;
-use coffer::mount::request::{self, keys};
+use coffer::request::{self, keys};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -13,12 +13,11 @@
 use std::sync::Arc;
 
 use arbitrary::{Arbitrary, Unstructured};
-use coffer::backend::Dialect;
-use coffer::backend::vault::params::{self, Defaults, Object};
+use coffer::backend::vault::params::{self, Defaults, Dialect, Object};
 use coffer::backend::vault::{self, VaultBackend};
 use coffer::metrics::Metrics;
 use coffer::mount::Backends;
-use coffer::mount::request::Parameters;
+use coffer::request::Parameters;
 use coffer_fuzz::arb_json;
 use libfuzzer_sys::fuzz_target;
 
@@ -116,7 +115,7 @@ fn run_params(params: &Parameters) {
             ..Defaults::default()
         },
     ] {
-        for dialect in [Dialect::Vault, Dialect::OpenBao, Dialect::Coffer] {
+        for dialect in [Dialect::Vault, Dialect::OpenBao] {
             match params::parse(params, dialect, &defaults) {
                 Ok(spc) => {
                     let c = &spc.connection;
@@ -144,7 +143,7 @@ fn run_params(params: &Parameters) {
     }
     for provider in ["vault", "openbao", "coffer"] {
         match backends().plan(provider, params) {
-            Ok(plan) => assert!(!plan.files.is_empty()),
+            Ok(plan) => assert!(!plan.plan.files.is_empty()),
             Err(e) => {
                 let _ = e.to_string();
             }

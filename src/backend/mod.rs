@@ -10,13 +10,15 @@ use std::fmt;
 
 use async_trait::async_trait;
 
-use crate::mount::request::{NodePublishSecrets, Parameters, PodInfo, ServiceAccountTokens};
-use crate::secret::SecretBytes;
+use crate::request::{NodePublishSecrets, Parameters, PodInfo, TokenClaims};
+use crate::secret::{SecretBytes, Token};
 
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(any(feature = "vault", feature = "aws"))]
 pub mod http;
+pub mod registry;
+pub mod support;
 #[cfg(feature = "vault")]
 pub mod vault;
 
@@ -81,37 +83,11 @@ impl std::error::Error for Error {
     }
 }
 
-/// Which dialect of SecretProviderClass a socket speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dialect {
-    /// `provider: vault` — hashicorp's parameter names.
-    Vault,
-    /// `provider: openbao` — OpenBao's names (`bao*` > `openbao*` > `vault*`).
-    OpenBao,
-    /// `provider: aws`.
-    Aws,
-    /// `provider: coffer` (or any other socket name): the SPC's `backend` parameter decides.
-    Coffer,
-}
-
-impl Dialect {
-    /// The dialect a socket name implies.
-    pub fn for_provider(name: &str) -> Self {
-        match name {
-            "vault" => Dialect::Vault,
-            "openbao" => Dialect::OpenBao,
-            "aws" => Dialect::Aws,
-            _ => Dialect::Coffer,
-        }
-    }
-}
-
 /// One file a plan will return.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlannedFile {
-    /// The object's name: the `ObjectVersion.id` and what error messages name.
-    pub object: String,
-    /// The file path inside the volume.
+    /// The file path inside the volume; also the `ObjectVersion.id` and
+    /// what error messages name.
     pub path: String,
     /// The file mode, if the object sets one (else the request's permission).
     pub mode: Option<u32>,
@@ -126,8 +102,10 @@ pub struct PlannedFile {
 
 /// What a backend will do for one mount, decided before any network call.
 pub struct Plan {
-    pub backend: &'static str,
     pub files: Vec<PlannedFile>,
+    /// The ServiceAccount token audience the fetch logs in with; `mount`
+    /// resolves it from the request before fetching.
+    pub audience: String,
     /// Non-fatal findings (unknown keys, deprecated names): logged and shown by `coffer check`.
     pub warnings: Vec<String>,
     pub fetch: Box<dyn Fetch>,
@@ -136,8 +114,8 @@ pub struct Plan {
 impl fmt::Debug for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Plan")
-            .field("backend", &self.backend)
             .field("files", &self.files)
+            .field("audience", &self.audience)
             .field("warnings", &self.warnings)
             .finish_non_exhaustive()
     }
@@ -147,7 +125,10 @@ impl fmt::Debug for Plan {
 #[derive(Debug)]
 pub struct FetchContext<'a> {
     pub pod: &'a PodInfo,
-    pub tokens: &'a ServiceAccountTokens,
+    /// The pod's ServiceAccount token for the plan's audience.
+    pub token: &'a Token,
+    /// What that token says about the pod (unverified; the backend verifies).
+    pub claims: &'a TokenClaims,
     pub secrets: &'a NodePublishSecrets,
 }
 
@@ -163,20 +144,11 @@ pub trait Fetch: Send + Sync {
 pub trait Backend: Send + Sync {
     /// The name the `backend` parameter uses (`vault`, `aws`).
     fn name(&self) -> &'static str;
-    /// Reads and validates the parameters. Pure: no network, no clock.
-    fn plan(&self, params: &Parameters, dialect: Dialect) -> Result<Plan, Error>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_name_decides_the_dialect() {
-        assert_eq!(Dialect::for_provider("vault"), Dialect::Vault);
-        assert_eq!(Dialect::for_provider("openbao"), Dialect::OpenBao);
-        assert_eq!(Dialect::for_provider("aws"), Dialect::Aws);
-        assert_eq!(Dialect::for_provider("coffer"), Dialect::Coffer);
-        assert_eq!(Dialect::for_provider("my-coffer"), Dialect::Coffer);
-    }
+    /// The provider socket names whose classes are this backend's without
+    /// a `backend` parameter (the peers' names: `vault`, `openbao`, `aws`).
+    fn sockets(&self) -> &'static [&'static str];
+    /// Reads and validates the parameters of a class that arrived on the
+    /// socket `socket` (a backend may read its dialect from the name).
+    /// Pure: no network, no clock.
+    fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, Error>;
 }

@@ -1,7 +1,7 @@
 //! The rules the driver enforces on a response, checked here first so the
 //! user gets a message naming the object instead of a failed write.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use prost::Message;
 
@@ -26,12 +26,8 @@ pub enum Error {
         path: String,
         reason: &'static str,
     },
-    #[error("objects {first:?} and {second:?} both write the file {path:?}")]
-    Duplicate {
-        path: String,
-        first: String,
-        second: String,
-    },
+    #[error("two objects, or an object and a template, both write the file {path:?}")]
+    Duplicate { path: String },
     #[error("objects {file:?} and {dir:?}: {file:?} would be both a file and a directory")]
     FileAndDirectory { file: String, dir: String },
     #[error("object {object:?}: file mode {mode:#o} is above 0777")]
@@ -48,39 +44,10 @@ pub enum Error {
     TooLarge { size: usize, limit: usize },
 }
 
-/// A `filePermission` as YAML gives it: `0600` (YAML 1.1 octal, which
-/// serde_yaml reads as a string), `"0600"`, `0o600`, or an integer taken
-/// as is. `None` when it is not a mode.
-pub fn yaml_mode(v: &serde_yaml::Value) -> Option<u32> {
-    match v {
-        serde_yaml::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        serde_yaml::Value::String(s) => {
-            let s = s.trim();
-            let digits = s
-                .strip_prefix("0o")
-                .or_else(|| s.strip_prefix('0'))
-                .unwrap_or(s);
-            if digits.is_empty() {
-                return (s == "0").then_some(0);
-            }
-            u32::from_str_radix(digits, 8).ok()
-        }
-        _ => None,
-    }
-}
-
 /// A name or path as error messages quote it: long ones are cut, so a
 /// hostile 5,000-byte path cannot crowd out the reason.
 pub fn short(s: &str) -> String {
-    const MAX: usize = 96;
-    if s.len() <= MAX {
-        return s.to_owned();
-    }
-    let mut end = MAX;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…({} bytes)", &s[..end], s.len())
+    crate::errors::truncate(s, 96, &format!("…({} bytes)", s.len()))
 }
 
 /// Why a path is refused, in the driver's terms; `None` when it is fine.
@@ -129,11 +96,11 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
     if files.len() > MAX_FILES {
         return Err(Error::TooMany { count: files.len() });
     }
-    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for file in files {
         if let Some(reason) = path_problem(&file.path) {
             return Err(Error::Path {
-                object: short(&file.object),
+                object: short(&file.path),
                 path: short(&file.path),
                 reason,
             });
@@ -142,24 +109,22 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
             && mode > 0o777
         {
             return Err(Error::Mode {
-                object: short(&file.object),
+                object: short(&file.path),
                 mode,
             });
         }
-        if let Some(first) = seen.insert(&file.path, &file.object) {
+        if !seen.insert(&file.path) {
             return Err(Error::Duplicate {
                 path: short(&file.path),
-                first: short(first),
-                second: short(&file.object),
             });
         }
     }
     // "a" and "a/b": the driver's write would fail half-way.
-    for path in seen.keys() {
+    for path in &seen {
         let mut prefix = String::new();
         for element in path.split('/') {
             if !prefix.is_empty() {
-                if seen.contains_key(prefix.as_str()) {
+                if seen.contains(prefix.as_str()) {
                     return Err(Error::FileAndDirectory {
                         file: short(&prefix),
                         dir: short(path),
@@ -184,7 +149,7 @@ pub fn assemble(
     let mut response = grpc::MountResponse::default();
     for (file, content) in planned.iter().zip(contents) {
         response.object_version.push(grpc::ObjectVersion {
-            id: file.object.clone(),
+            id: file.path.clone(),
             version: versions.version(&file.config, content.expose()),
         });
         if file.template_only {
@@ -209,12 +174,11 @@ pub fn assemble(
 mod tests {
     use super::*;
 
-    fn planned(object: &str, path: &str, mode: Option<u32>) -> PlannedFile {
+    fn planned(path: &str, mode: Option<u32>) -> PlannedFile {
         PlannedFile {
-            object: object.into(),
             path: path.into(),
             mode,
-            config: format!("test|{object}"),
+            config: format!("test|{path}"),
             template_only: false,
         }
     }
@@ -258,37 +222,33 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_paths_name_both_objects() {
-        let err =
-            check_plan(&[planned("db", "creds", None), planned("api", "creds", None)]).unwrap_err();
+    fn duplicate_paths_are_refused_naming_the_path() {
+        let err = check_plan(&[planned("creds", None), planned("creds", None)]).unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("\"db\"") && msg.contains("\"api\"") && msg.contains("\"creds\""),
-            "{msg}"
-        );
+        assert!(msg.contains("both write the file \"creds\""), "{msg}");
     }
 
     #[test]
     fn file_that_is_also_a_directory_is_refused() {
-        let err = check_plan(&[planned("x", "a/b", None), planned("y", "a", None)]).unwrap_err();
+        let err = check_plan(&[planned("a/b", None), planned("a", None)]).unwrap_err();
         assert!(matches!(err, Error::FileAndDirectory { .. }), "{err}");
-        assert!(check_plan(&[planned("x", "a/b", None), planned("y", "ab", None)]).is_ok());
+        assert!(check_plan(&[planned("a/b", None), planned("ab", None)]).is_ok());
     }
 
     #[test]
     fn modes_above_0777_and_empty_plans_are_refused() {
         assert!(matches!(
-            check_plan(&[planned("x", "x", Some(0o1777))]),
+            check_plan(&[planned("x", Some(0o1777))]),
             Err(Error::Mode { mode: 0o1777, .. })
         ));
-        assert!(check_plan(&[planned("x", "x", Some(0o777))]).is_ok());
+        assert!(check_plan(&[planned("x", Some(0o777))]).is_ok());
         assert!(matches!(check_plan(&[]), Err(Error::Empty)));
     }
 
     #[test]
     fn assemble_sets_modes_and_one_version_per_object() {
         let v = Versioner::from_key(b"0123456789abcdef".to_vec());
-        let files = [planned("a", "a", Some(0o600)), planned("b", "dir/b", None)];
+        let files = [planned("a", Some(0o600)), planned("dir/b", None)];
         let resp = assemble(
             &files,
             vec![
@@ -306,6 +266,7 @@ mod tests {
         assert_eq!(resp.files[1].path, "dir/b");
         assert_eq!(resp.object_version.len(), 2);
         assert_eq!(resp.object_version[0].id, "a");
+        assert_eq!(resp.object_version[1].id, "dir/b");
         assert_ne!(
             resp.object_version[0].version,
             resp.object_version[1].version
@@ -316,7 +277,7 @@ mod tests {
     fn oversized_response_names_the_driver_flag() {
         let v = Versioner::from_key(b"0123456789abcdef".to_vec());
         let err = assemble(
-            &[planned("big", "big", None)],
+            &[planned("big", None)],
             vec![SecretBytes::new(vec![b'x'; MAX_RESPONSE_BYTES])],
             0o644,
             &v,

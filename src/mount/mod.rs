@@ -3,15 +3,15 @@
 //! All or nothing: any failure returns an error and no file.
 
 pub mod files;
-pub mod request;
 pub mod templates;
 pub mod version;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::backend::{self, Backend, Dialect, FetchContext, Plan};
+use crate::backend::{self, Backend, FetchContext, Plan};
 use crate::grpc;
+use crate::request;
 
 pub use files::MAX_RESPONSE_BYTES;
 
@@ -30,6 +30,12 @@ pub enum Error {
     Plan(#[source] backend::Error),
     #[error("{0}")]
     File(#[from] files::Error),
+    #[error("{backend}: pod identity")]
+    Identity {
+        backend: &'static str,
+        #[source]
+        source: request::Error,
+    },
     #[error("{backend}")]
     Fetch {
         backend: &'static str,
@@ -52,6 +58,16 @@ pub struct Backends {
     by_name: BTreeMap<&'static str, Arc<dyn Backend>>,
 }
 
+impl From<Vec<Arc<dyn Backend>>> for Backends {
+    fn from(all: Vec<Arc<dyn Backend>>) -> Self {
+        let mut backends = Backends::default();
+        for backend in all {
+            backends.add(backend);
+        }
+        backends
+    }
+}
+
 impl Backends {
     pub fn add(&mut self, backend: Arc<dyn Backend>) {
         self.by_name.insert(backend.name(), backend);
@@ -65,57 +81,59 @@ impl Backends {
         }
     }
 
-    /// The backend for a socket's dialect and the SPC parameters.
+    /// The backend for a socket: the one that serves the socket's name
+    /// (`vault`, `openbao`, `aws`), else the one the `backend` parameter names.
     pub fn select(
         &self,
         provider: &str,
         params: &request::Parameters,
-    ) -> Result<(&Arc<dyn Backend>, Dialect), Error> {
-        let dialect = Dialect::for_provider(provider);
-        let name = match dialect {
-            Dialect::Vault | Dialect::OpenBao => "vault",
-            Dialect::Aws => "aws",
-            Dialect::Coffer => {
-                params
-                    .non_empty("backend")
-                    .ok_or_else(|| Error::NoBackendParameter {
-                        provider: provider.to_owned(),
-                        available: self.available(),
-                    })?
-            }
-        };
-        let backend = self
+    ) -> Result<&Arc<dyn Backend>, Error> {
+        if let Some(backend) = self
             .by_name
-            .get(name)
-            .ok_or_else(|| Error::UnknownBackend {
-                name: name.to_owned(),
+            .values()
+            .find(|b| b.sockets().contains(&provider))
+        {
+            return Ok(backend);
+        }
+        let name = params
+            .non_empty("backend")
+            .ok_or_else(|| Error::NoBackendParameter {
+                provider: provider.to_owned(),
                 available: self.available(),
             })?;
-        Ok((backend, dialect))
+        self.by_name.get(name).ok_or_else(|| Error::UnknownBackend {
+            name: name.to_owned(),
+            available: self.available(),
+        })
     }
 
     /// Plans a mount from parameters alone (also used by `coffer check`).
     pub fn plan(&self, provider: &str, params: &request::Parameters) -> Result<MountPlan, Error> {
-        let (backend, dialect) = self.select(provider, params)?;
-        let plan = backend.plan(params, dialect).map_err(Error::Plan)?;
+        let backend = self.select(provider, params)?;
+        let plan = backend.plan(params, provider).map_err(Error::Plan)?;
         let templates = templates::parse(params.get("templates"))?;
         let mut all = plan.files.clone();
         all.extend(templates.iter().map(template_file));
         files::check_plan(&all)?;
-        Ok(MountPlan { plan, templates })
+        Ok(MountPlan {
+            backend: backend.name(),
+            plan,
+            templates,
+        })
     }
 }
 
 /// A backend's plan and the templates rendered from its objects.
 #[derive(Debug)]
 pub struct MountPlan {
+    /// The backend's name (`Backend::name`), for logs, metrics and errors.
+    pub backend: &'static str,
     pub plan: Plan,
     pub templates: Vec<templates::Template>,
 }
 
 fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
     crate::backend::PlannedFile {
-        object: t.file_name.clone(),
         path: t.file_name.clone(),
         mode: t.mode,
         config: t.config(),
@@ -226,10 +244,15 @@ impl Mounter {
         req: &request::MountRequest,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
         let mount_plan = self.plan(provider, &req.params)?;
-        let MountPlan { plan, templates } = &*mount_plan;
+        let MountPlan {
+            backend,
+            plan,
+            templates,
+        } = &*mount_plan;
+        let backend = *backend;
         tracing::debug!(
             provider,
-            backend = plan.backend,
+            backend,
             objects = plan.files.len(),
             pod.namespace = %req.pod.namespace,
             pod.name = %req.pod.name,
@@ -243,22 +266,25 @@ impl Mounter {
                 "{warning}"
             );
         }
+        // The token for the plan's audience, resolved once for every backend.
+        let (token, claims) = req
+            .tokens
+            .for_audience(&plan.audience)
+            .map_err(|source| Error::Identity { backend, source })?;
         let ctx = FetchContext {
             pod: &req.pod,
-            tokens: &req.tokens,
+            token,
+            claims: &claims,
             secrets: &req.secrets,
         };
         let contents = plan
             .fetch
             .fetch(&ctx)
             .await
-            .map_err(|source| Error::Fetch {
-                backend: plan.backend,
-                source,
-            })?;
+            .map_err(|source| Error::Fetch { backend, source })?;
         if contents.len() != plan.files.len() {
             return Err(Error::FetchCount {
-                backend: plan.backend,
+                backend,
                 got: contents.len(),
                 want: plan.files.len(),
             });
@@ -292,7 +318,7 @@ impl Mounter {
             self.max_response_bytes,
         )?;
         let outcome = Outcome {
-            backend: plan.backend,
+            backend,
             objects: planned.len(),
             bytes: response.files.iter().map(|f| f.contents.len()).sum(),
         };

@@ -113,7 +113,7 @@ pub fn parse(yaml: Option<&str>) -> Result<Vec<Template>, Error> {
             .ok_or_else(|| field(format!("{file_name:?}: template is required")))?;
         let mode = match raw.file_permission {
             None | Some(serde_yaml::Value::Null) => None,
-            Some(v) => Some(crate::mount::files::yaml_mode(&v).ok_or_else(|| {
+            Some(v) => Some(crate::yaml::mode(&v).ok_or_else(|| {
                 field(format!(
                     "{file_name:?}: filePermission must be an octal mode such as 0600"
                 ))
@@ -196,7 +196,7 @@ fn environment() -> Environment<'static> {
 
 fn bytes_of(v: &Value) -> Vec<u8> {
     match v.downcast_object_ref::<Input>() {
-        Some(input) => input.bytes.clone(),
+        Some(input) => input.bytes.expose().to_vec(),
         None => match v.as_str() {
             Some(s) => s.as_bytes().to_vec(),
             None => v.to_string().into_bytes(),
@@ -271,22 +271,28 @@ fn syntax(t: &Template, e: &minijinja::Error) -> Error {
 }
 
 /// One object as templates see it: its text, and its fields when it is a JSON object.
-#[derive(Debug)]
 struct Input {
-    bytes: Vec<u8>,
+    bytes: SecretBytes,
     json: Option<serde_json::Value>,
 }
 
+/// minijinja asks for `Debug`; it never shows the content.
+impl std::fmt::Debug for Input {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Input({} bytes, redacted)", self.bytes.len())
+    }
+}
+
 impl Input {
-    fn new(bytes: Vec<u8>) -> Self {
-        let json = serde_json::from_slice::<serde_json::Value>(&bytes)
+    fn new(bytes: SecretBytes) -> Self {
+        let json = serde_json::from_slice::<serde_json::Value>(bytes.expose())
             .ok()
             .filter(|v| v.is_object());
         Self { bytes, json }
     }
 
     fn text(&self) -> std::borrow::Cow<'_, str> {
-        String::from_utf8_lossy(&self.bytes)
+        String::from_utf8_lossy(self.bytes.expose())
     }
 }
 
@@ -330,7 +336,7 @@ pub fn render(
     let mut files: BTreeMap<String, Value> = BTreeMap::new();
     let mut parsed: BTreeMap<&str, Arc<Input>> = BTreeMap::new();
     for (name, bytes) in inputs {
-        let input = Arc::new(Input::new(bytes.expose().to_vec()));
+        let input = Arc::new(Input::new((*bytes).clone()));
         parsed.insert(name, input.clone());
         let value = Value::from_dyn_object(input);
         files.insert((*name).to_owned(), value.clone());

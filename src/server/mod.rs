@@ -62,17 +62,17 @@ impl Provider {
     ) -> Result<
         (
             MountResponse,
-            Option<mount::request::MountRequest>,
+            Option<crate::request::MountRequest>,
             mount::Outcome,
         ),
-        (status::Failure, Option<mount::request::MountRequest>),
+        (status::Failure, Option<crate::request::MountRequest>),
     > {
-        let parsed = match mount::request::parse(req) {
+        let parsed = match crate::request::parse(req) {
             Ok(p) => p,
             Err(e) => return Err((status::Failure::Mount(e.into()), None)),
         };
         let backend = match self.mounter.backends().select(&self.name, &parsed.params) {
-            Ok((b, _)) => b.name(),
+            Ok(b) => b.name(),
             Err(e) => return Err((status::Failure::Mount(e), Some(parsed))),
         };
         let work = async {
@@ -291,43 +291,27 @@ fn undecodable_request_is_invalid_argument(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{self, Backend, Dialect, Fetch, FetchContext, Plan, PlannedFile};
-    use crate::mount::request::Parameters;
+    use crate::backend::{self, Backend, Plan};
+    use crate::request::Parameters;
 
-    /// A backend with a bug: its fetch panics.
+    /// A backend with a bug: planning panics.
     struct Buggy;
-    struct BuggyFetch;
-
-    #[async_trait::async_trait]
-    impl Fetch for BuggyFetch {
-        async fn fetch(
-            &self,
-            _: &FetchContext<'_>,
-        ) -> Result<Vec<crate::secret::SecretBytes>, backend::Error> {
-            let empty: Vec<u8> = Vec::new();
-            // An out-of-bounds index, as a bug would have it.
-            let i = empty.len() + 1;
-            Ok(vec![crate::secret::SecretBytes::new(vec![empty[i]])])
-        }
-    }
 
     impl Backend for Buggy {
         fn name(&self) -> &'static str {
             "buggy"
         }
-        fn plan(&self, _: &Parameters, _: Dialect) -> Result<Plan, backend::Error> {
-            Ok(Plan {
-                backend: "buggy",
-                files: vec![PlannedFile {
-                    object: "a".into(),
-                    path: "a".into(),
-                    mode: None,
-                    config: "buggy".into(),
-                    template_only: false,
-                }],
-                warnings: Vec::new(),
-                fetch: Box::new(BuggyFetch),
-            })
+        fn sockets(&self) -> &'static [&'static str] {
+            &[]
+        }
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "the bug this test needs: an index out of bounds"
+        )]
+        fn plan(&self, params: &Parameters, _: &str) -> Result<Plan, backend::Error> {
+            let none: Vec<&str> = Vec::new();
+            let i = params.iter().count();
+            panic!("unreachable: {}", none[i]);
         }
     }
 

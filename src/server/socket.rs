@@ -35,13 +35,9 @@ pub enum Error {
     },
 }
 
-/// The driver's rule for provider names (non-empty here: an empty name makes `.sock`).
+/// The driver's rule for provider names ([`crate::spc::is_provider_name`]).
 pub fn validate_name(name: &str) -> Result<(), Error> {
-    let ok = (1..=30).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if ok {
+    if crate::spc::is_provider_name(name) {
         Ok(())
     } else {
         Err(Error::InvalidName(name.to_owned()))

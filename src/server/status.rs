@@ -7,6 +7,7 @@ use std::time::Duration;
 use tonic::{Code, Status};
 
 use crate::backend::ErrorKind;
+use crate::errors::chain;
 use crate::mount;
 
 /// Everything a Mount can end with, other than success.
@@ -54,7 +55,12 @@ fn kind_code(kind: ErrorKind) -> Code {
 
 fn code(e: &mount::Error) -> Code {
     match e {
-        mount::Error::Request(r) if r.is_precondition() => Code::FailedPrecondition,
+        mount::Error::Request(r) | mount::Error::Identity { source: r, .. }
+            if r.is_precondition() =>
+        {
+            Code::FailedPrecondition
+        }
+        mount::Error::Identity { .. } => Code::InvalidArgument,
         mount::Error::Request(_)
         | mount::Error::NoBackendParameter { .. }
         | mount::Error::UnknownBackend { .. } => Code::InvalidArgument,
@@ -70,37 +76,17 @@ fn code(e: &mount::Error) -> Code {
 /// peer's header list limit whatever an error quotes.
 const MAX_MESSAGE_BYTES: usize = 4096;
 
-fn bounded(mut message: String) -> String {
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("… (truncated)");
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message;
     }
-    message
-}
-
-/// "outer: inner: root".
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !text.is_empty() && !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
+    crate::errors::truncate(&message, MAX_MESSAGE_BYTES, "… (truncated)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mount::request;
+    use crate::request;
 
     #[test]
     fn request_errors_are_invalid_argument_and_audience_is_precondition() {

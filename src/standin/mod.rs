@@ -18,12 +18,12 @@ use time::format_description::well_known::Rfc3339;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::cli::MountArgs;
+use crate::errors::chain;
 use crate::gojson;
 use crate::grpc::csi_driver_provider_client::CsiDriverProviderClient;
 use crate::grpc::{MountRequest, MountResponse};
-use crate::mount::request::keys;
+use crate::request::keys;
 use crate::secret::Token;
-use crate::server::status::chain;
 use crate::spc::SecretProviderClass;
 
 #[derive(Debug, thiserror::Error)]
@@ -129,7 +129,7 @@ fn token_expiry(token: &Token) -> Option<OffsetDateTime> {
     struct Claims {
         exp: Option<i64>,
     }
-    let claims: Claims = crate::mount::request::unverified_claims(token.expose()).ok()?;
+    let claims: Claims = crate::request::unverified_claims(token.expose()).ok()?;
     OffsetDateTime::from_unix_timestamp(claims.exp?).ok()
 }
 

@@ -4,106 +4,81 @@
 //! given root token and mounts KV v2 at `secret/`. It also opens a cluster
 //! listener on API port + 1, so [`Bao::start`] picks a port pair.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::proc::{Reaper, kill_and_reap, open_log, scrub_env, tail};
-use super::{bao_bin, http, random_hex, tempdir, wait_for};
+use super::proc::{self, Fixture, Process, Spec};
+use super::{bao_bin, http, random_hex};
 
 /// How long `Bao::start` waits for `/v1/sys/health`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+const SPEC: Spec = Spec {
+    name: "OpenBao",
+    dir_prefix: "bao",
+    log_file: "bao.log",
+    tail_lines: 50,
+};
 
 pub struct Bao {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
     pub root_token: String,
-    child: Option<Child>,
-    reaper: Option<Reaper>,
-    dir: tempfile::TempDir,
-    pub log_path: PathBuf,
+    process: Process,
+    pub log_path: std::path::PathBuf,
+}
+
+impl Fixture for Bao {
+    fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn is_ready(&self) -> bool {
+        http::get(&self.addr, "/v1/sys/health")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    }
+
+    fn awaiting(&self) -> String {
+        format!("GET {}/v1/sys/health", self.addr)
+    }
 }
 
 impl Bao {
     /// Starts `bao server -dev` on 127.0.0.1 and waits (≤ 20 s) until
-    /// `GET /v1/sys/health` answers 200. Panics with
+    /// `GET /v1/sys/health` answers 200 (again on other ports if its port
+    /// was taken, see [`proc::start`]). Panics with
     /// [`super::NOT_INSTALLED`] if OpenBao is not installed.
     pub fn start() -> Bao {
         let bin = bao_bin();
-        let mut last_log = String::new();
-        // A port can be taken between probing and binding: retry a few times.
-        for _attempt in 0..3 {
+        proc::start(START_TIMEOUT, || {
             let port = free_port_pair();
             let root_token = format!("root-{}", random_hex(16));
-            let dir = tempdir("bao");
-            let log_path = dir.path().join("bao.log");
-            let log = open_log(&log_path);
-            let log_err = log.try_clone().expect("clone log file handle");
-            let mut cmd = Command::new(&bin);
-            scrub_env(&mut cmd);
-            cmd.arg("server")
-                .arg("-dev")
-                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-                .arg(format!("-dev-root-token-id={root_token}"))
-                .arg("-dev-no-store-token")
-                .current_dir(dir.path())
-                // Nothing of the developer's home (token helper, config).
-                .env("HOME", dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err));
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let reaper = Reaper::watch(child.id());
-            let mut bao = Bao {
+            let process = Process::spawn(SPEC, &bin, |cmd, dir| {
+                cmd.arg("server")
+                    .arg("-dev")
+                    .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                    .arg(format!("-dev-root-token-id={root_token}"))
+                    .arg("-dev-no-store-token")
+                    // Nothing of the developer's home (token helper, config).
+                    .env("HOME", dir);
+            });
+            Bao {
                 addr: format!("http://127.0.0.1:{port}"),
                 root_token,
-                child: Some(child),
-                reaper: Some(reaper),
-                dir,
-                log_path,
-            };
-            // On panic below `bao` drops and kills the server.
-            let ready = wait_for(START_TIMEOUT, || {
-                if let Some(c) = bao.child.as_mut()
-                    && let Ok(Some(_)) = c.try_wait()
-                {
-                    return Some(false);
-                }
-                let ok = http::get(&bao.addr, "/v1/sys/health")
-                    .map(|r| r.status == 200)
-                    .unwrap_or(false);
-                ok.then_some(true)
-            });
-            match ready {
-                Some(true) => return bao,
-                Some(false) => {
-                    // Exited (e.g. address in use): try another port.
-                    last_log = bao.log_text();
-                    drop(bao);
-                }
-                None => panic!(
-                    "OpenBao not healthy within {START_TIMEOUT:?} at {}; log:\n{}",
-                    bao.addr,
-                    tail(&bao.log_text(), 100)
-                ),
+                log_path: process.log_path().to_owned(),
+                process,
             }
-        }
-        panic!(
-            "OpenBao dev server failed to start 3 times; last log:\n{}",
-            tail(&last_log, 100)
-        );
+        })
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log_text()
     }
 
     pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// A raw API call: `METHOD /v1/<path>` with `token` (if any) and a JSON
@@ -266,22 +241,6 @@ impl Bao {
             &format!("auth/{}/login", mount.trim_matches('/')),
             Some(&json!({ "role": role, "jwt": jwt })),
         )
-    }
-}
-
-impl Drop for Bao {
-    fn drop(&mut self) {
-        self.reaper = None;
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- OpenBao log ({}), last 50 lines ----\n{}\n---- end of OpenBao log ----",
-                self.log_path.display(),
-                tail(&self.log_text(), 50)
-            );
-        }
     }
 }
 

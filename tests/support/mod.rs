@@ -1,26 +1,33 @@
 //! Shared support for coffer's integration / end-to-end tests.
 //!
 //! Use from a test file with `mod support;`. Everything here runs real parts:
-//! the real `coffer` binary ([`proc::Coffer`]), a real OpenBao dev server
-//! ([`bao::Bao`]), real RS256 ServiceAccount-shaped JWTs ([`jwt`]) and a real
+//! the real `coffer` binary ([`serve::Coffer`]), a real OpenBao dev server
+//! ([`bao::Bao`]), a real moto server ([`moto::Moto`]), real RS256 ServiceAccount-shaped JWTs ([`jwt`]) and a real
 //! gRPC-core client (`e2e/grpc_client.py`, [`python_client`]).
 //!
 //! The external tools (OpenBao, the Python venv) come from `bash e2e/setup.sh`,
 //! which writes `e2e/.tools/env`; `make test` runs it. Environment variables
 //! `COFFER_BAO_BIN` / `COFFER_PYTHON` override that file.
 //!
-//! Every child process is killed when its handle drops, and a small watchdog
-//! ([`proc::Reaper`]) kills it too if the test process dies without unwinding.
-//! Everything listens on 127.0.0.1 only.
+//! The three servers share one child-process helper ([`proc::Process`],
+//! started by [`proc::start`]): a temp dir and a log per process, retry when
+//! the chosen port was taken, the log's tail when a test fails, and a kill
+//! when its handle drops; a small watchdog ([`proc::Reaper`]) kills it too if
+//! the test process dies without unwinding. Mount requests for the
+//! driver-side client come from [`mount::MountBuilder`], metrics are read
+//! with [`metrics::metric`]. Everything listens on 127.0.0.1 only.
 #![allow(dead_code)]
 
 pub mod bao;
 pub mod http;
 pub mod jwt;
+pub mod metrics;
 pub mod moto;
+pub mod mount;
 pub mod proc;
 pub mod proxy;
 pub mod raw;
+pub mod serve;
 pub mod stub;
 
 use std::io::Read;
@@ -32,7 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 #[allow(unused_imports)]
-pub use proc::{Coffer, coffer_cmd};
+pub use serve::{Coffer, coffer_cmd};
 
 /// The message tests fail with when `e2e/setup.sh` has not been run.
 pub const NOT_INSTALLED: &str = "OpenBao not installed: run `bash e2e/setup.sh` (make test does)";

@@ -6,19 +6,25 @@
 //! from the SigV4 credential scope, so [`Moto::call`] sends a scope only.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 
-use super::proc::{Reaper, kill_and_reap, open_log, scrub_env, tail};
-use super::{free_port, http, tempdir, tool_setting, wait_for};
+use super::proc::{self, Fixture, Process, Spec};
+use super::{free_port, http, tool_setting};
 
 /// How long `Moto::start` waits for the server.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub const NOT_INSTALLED: &str = "moto not installed: run `bash e2e/setup.sh` (make test does)";
+
+const SPEC: Spec = Spec {
+    name: "moto",
+    dir_prefix: "moto",
+    log_file: "moto.log",
+    tail_lines: 40,
+};
 
 pub fn moto_bin() -> PathBuf {
     match tool_setting("COFFER_MOTO_BIN") {
@@ -30,79 +36,53 @@ pub fn moto_bin() -> PathBuf {
 pub struct Moto {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
-    child: Option<Child>,
-    reaper: Option<Reaper>,
-    dir: tempfile::TempDir,
+    process: Process,
     pub log_path: PathBuf,
 }
 
+impl Fixture for Moto {
+    fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn is_ready(&self) -> bool {
+        http::get(&self.addr, "/moto-api/data.json")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
+    }
+
+    fn awaiting(&self) -> String {
+        format!("GET {}/moto-api/data.json", self.addr)
+    }
+}
+
 impl Moto {
-    /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits (≤ 30 s) until it answers.
+    /// Starts `moto_server -H 127.0.0.1 -p PORT` and waits (≤ 30 s) until it
+    /// answers (again on another port if its port was taken, see
+    /// [`proc::start`]).
     pub fn start() -> Moto {
         let bin = moto_bin();
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
+        proc::start(START_TIMEOUT, || {
             let port = free_port();
-            let dir = tempdir("moto");
-            let log_path = dir.path().join("moto.log");
-            let log = open_log(&log_path);
-            let log_err = log.try_clone().expect("clone log file handle");
-            let mut cmd = Command::new(&bin);
-            scrub_env(&mut cmd);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .current_dir(dir.path())
-                .env("HOME", dir.path())
-                .env("PYTHONDONTWRITEBYTECODE", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log))
-                .stderr(Stdio::from(log_err));
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-            let reaper = Reaper::watch(child.id());
-            let mut moto = Moto {
-                addr: format!("http://127.0.0.1:{port}"),
-                child: Some(child),
-                reaper: Some(reaper),
-                dir,
-                log_path,
-            };
-            let ready = wait_for(START_TIMEOUT, || {
-                if let Some(c) = moto.child.as_mut()
-                    && let Ok(Some(_)) = c.try_wait()
-                {
-                    return Some(false);
-                }
-                http::get(&moto.addr, "/moto-api/data.json")
-                    .ok()
-                    .filter(|r| r.status == 200)
-                    .map(|_| true)
+            let process = Process::spawn(SPEC, &bin, |cmd, dir| {
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                    .env("HOME", dir)
+                    .env("PYTHONDONTWRITEBYTECODE", "1");
             });
-            match ready {
-                Some(true) => return moto,
-                Some(false) => {
-                    last_log = moto.log_text();
-                    drop(moto);
-                }
-                None => panic!(
-                    "moto not ready within {START_TIMEOUT:?} at {}; log:\n{}",
-                    moto.addr,
-                    tail(&moto.log_text(), 50)
-                ),
+            Moto {
+                addr: format!("http://127.0.0.1:{port}"),
+                log_path: process.log_path().to_owned(),
+                process,
             }
-        }
-        panic!(
-            "moto_server failed to start 3 times; last log:\n{}",
-            tail(&last_log, 50)
-        );
+        })
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log_text()
     }
 
     pub fn dir(&self) -> &std::path::Path {
-        self.dir.path()
+        self.process.dir()
     }
 
     /// One JSON 1.1 call: `service` is the signing name (`secretsmanager`,
@@ -187,21 +167,5 @@ impl Moto {
             "AmazonSSM.LabelParameterVersion",
             json!({"Name": name, "ParameterVersion": version, "Labels": [label]}),
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.reaper = None;
-        if let Some(mut child) = self.child.take() {
-            kill_and_reap(&mut child);
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "---- moto log ({}), last 40 lines ----\n{}\n---- end of moto log ----",
-                self.log_path.display(),
-                tail(&self.log_text(), 40)
-            );
-        }
     }
 }

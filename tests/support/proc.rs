@@ -1,25 +1,28 @@
-//! Child processes for tests: the real `coffer` binary, and a watchdog that
-//! makes sure no child outlives the test process.
+//! Child processes for tests: [`Process`], the one helper under every server
+//! fixture (OpenBao, moto, coffer), [`start`] with retry on a port clash, and
+//! a watchdog ([`Reaper`]) that makes sure no child outlives the test process.
 
-use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileTypeExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use super::{free_port, http, tempdir, wait_for};
-
-/// How long `Coffer::start` waits for the sockets and `/readyz`.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long `Coffer::stop` waits for the process to exit after SIGTERM.
-pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+use super::{tempdir, wait_for};
 
 /// Environment prefixes removed from every child so that the developer's or
 /// CI's environment cannot change what a test runs (clap `env` settings,
 /// Vault/OpenBao/AWS client defaults). Tests add back what they need.
 const SCRUBBED_ENV_PREFIXES: &[&str] = &["COFFER_", "VAULT_", "BAO_", "AWS_"];
+
+/// How many times [`start`] launches a fixture whose port was taken.
+pub const START_ATTEMPTS: usize = 3;
+
+/// What a server writes when its listening port was taken between
+/// [`super::free_port`] and its own bind (compared lower-case): Go's and
+/// Rust's `EADDRINUSE` text (OpenBao, coffer, Python) and werkzeug's own
+/// check (moto).
+pub const PORT_CLASH: &[&str] = &["address already in use", "is in use by another program"];
 
 /// Removes the [`SCRUBBED_ENV_PREFIXES`] variables and `RUST_LOG` from `cmd`.
 pub fn scrub_env(cmd: &mut Command) -> &mut Command {
@@ -29,15 +32,6 @@ pub fn scrub_env(cmd: &mut Command) -> &mut Command {
             cmd.env_remove(&k);
         }
     }
-    cmd
-}
-
-/// A `Command` for the real coffer binary (`coffer mount ...`,
-/// `coffer check ...`), with a scrubbed environment and stdin closed.
-pub fn coffer_cmd() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_coffer"));
-    scrub_env(&mut cmd);
-    cmd.stdin(Stdio::null());
     cmd
 }
 
@@ -73,6 +67,13 @@ pub fn kill_and_reap(child: &mut Child) {
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Whether `log` says the process could not bind because the port was
+/// taken (see [`PORT_CLASH`]).
+pub fn is_port_clash(log: &str) -> bool {
+    let log = log.to_ascii_lowercase();
+    PORT_CLASH.iter().any(|p| log.contains(p))
 }
 
 /// A watchdog process: SIGKILLs `target` if the test process dies without
@@ -122,184 +123,142 @@ impl Drop for Reaper {
     }
 }
 
-/// A running `coffer serve` (the real binary).
+/// How a fixture's process is named in messages and where its files go.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// In messages: `OpenBao`, `moto`, `coffer`.
+    pub name: &'static str,
+    /// The temp dir is `coffer-<dir_prefix>-XXXXXX`.
+    pub dir_prefix: &'static str,
+    /// The log file's name inside the temp dir.
+    pub log_file: &'static str,
+    /// How many log lines a failure shows (start-up panics, and the dump
+    /// when a test panics while the process is alive).
+    pub tail_lines: usize,
+}
+
+/// How a wait for readiness ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// The process exited first.
+    Exited,
+    TimedOut,
+}
+
+/// A child process with its own temp dir (its working directory) and one log
+/// file taking its stdout and stderr, watched by a [`Reaper`].
 ///
-/// Started as
-/// `coffer serve --socket-dir DIR --provider NAME [--provider NAME ...]
-///  --health-addr 127.0.0.1:PORT --log-format json --log-level debug EXTRA...`
-/// with stdout and stderr appended to one log file. Dropping it SIGKILLs the
-/// process; call [`Coffer::stop`] to test graceful shutdown.
-pub struct Coffer {
+/// Dropping it SIGKILLs and reaps the process, then removes the temp dir; if
+/// the thread is panicking it first prints the last [`Spec::tail_lines`]
+/// lines of the log to stderr.
+pub struct Process {
+    spec: Spec,
     child: Option<Child>,
     reaper: Option<Reaper>,
     dir: tempfile::TempDir,
-    pub socket_dir: PathBuf,
-    /// `127.0.0.1:PORT` of the health/metrics HTTP server.
-    pub health_addr: String,
-    pub log_path: PathBuf,
-    pub providers: Vec<String>,
+    log_path: PathBuf,
 }
 
-impl Coffer {
-    /// Starts coffer and waits (≤ 20 s) until every provider socket exists
-    /// and `GET /readyz` answers 200. Panics with the log on failure.
-    pub fn start(providers: &[&str], extra_args: &[&str]) -> Coffer {
-        Self::start_with_env(providers, extra_args, &[])
-    }
-
-    /// [`Coffer::start`] with extra environment variables for the child.
-    pub fn start_with_env(
-        providers: &[&str],
-        extra_args: &[&str],
-        envs: &[(&str, &str)],
-    ) -> Coffer {
-        let c = Self::spawn(providers, extra_args, envs);
-        c.wait_ready(READY_TIMEOUT);
-        c
-    }
-
-    /// Starts coffer without waiting for readiness (for tests of start-up
-    /// failures: use [`Coffer::wait_exit`] and [`Coffer::log_text`]).
-    pub fn spawn(providers: &[&str], extra_args: &[&str], envs: &[(&str, &str)]) -> Coffer {
-        let dir = tempdir("e2e");
-        let socket_dir = dir.path().join("sockets");
-        std::fs::create_dir(&socket_dir).expect("create socket dir");
-        let log_path = dir.path().join("coffer.log");
-        let health_addr = format!("127.0.0.1:{}", free_port());
-
-        let mut args: Vec<OsString> = vec![
-            "serve".into(),
-            "--socket-dir".into(),
-            socket_dir.clone().into(),
-        ];
-        for p in providers {
-            args.push("--provider".into());
-            args.push((*p).into());
-        }
-        for a in [
-            "--health-addr",
-            &health_addr,
-            "--log-format",
-            "json",
-            "--log-level",
-            "trace",
-        ] {
-            args.push(a.into());
-        }
-        args.extend(extra_args.iter().map(OsString::from));
-
+impl Process {
+    /// Creates the temp dir and log file, builds `Command::new(program)` with
+    /// a scrubbed environment ([`scrub_env`]), the temp dir as working
+    /// directory, stdin closed and stdout/stderr appended to the log, lets
+    /// `configure` add arguments and environment (it gets the temp dir), and
+    /// spawns it. Panics if the spawn fails.
+    pub fn spawn(
+        spec: Spec,
+        program: &Path,
+        configure: impl FnOnce(&mut Command, &Path),
+    ) -> Process {
+        let dir = tempdir(spec.dir_prefix);
+        let log_path = dir.path().join(spec.log_file);
         let log = open_log(&log_path);
         let log_err = log.try_clone().expect("clone log file handle");
-        let mut cmd = coffer_cmd();
-        cmd.args(&args)
-            .current_dir(dir.path())
+        let mut cmd = Command::new(program);
+        scrub_env(&mut cmd);
+        cmd.current_dir(dir.path())
+            .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err));
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
+        configure(&mut cmd, dir.path());
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", env!("CARGO_BIN_EXE_coffer")));
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
         let reaper = Reaper::watch(child.id());
-        Coffer {
+        Process {
+            spec,
             child: Some(child),
             reaper: Some(reaper),
             dir,
-            socket_dir,
-            health_addr,
             log_path,
-            providers: providers.iter().map(|s| s.to_string()).collect(),
         }
     }
 
-    /// Waits until all sockets exist and `/readyz` is 200; panics with the
-    /// log if coffer exits or `timeout` passes.
-    pub fn wait_ready(&self, timeout: Duration) {
-        let ready = wait_for(timeout, || {
-            if self.has_exited() {
-                return Some(false);
-            }
-            let sockets_ok = self.providers.iter().all(|p| is_socket(&self.socket(p)));
-            let health_ok = sockets_ok
-                && http::get(&self.health_addr, "/readyz")
-                    .map(|r| r.status == 200)
-                    .unwrap_or(false);
-            health_ok.then_some(true)
-        });
-        match ready {
-            Some(true) => {}
-            Some(false) => panic!("coffer exited during start-up; log:\n{}", self.log_text()),
-            None => panic!(
-                "coffer not ready within {timeout:?} (sockets {:?}, GET http://{}/readyz); log:\n{}",
-                self.providers
-                    .iter()
-                    .map(|p| self.socket(p))
-                    .collect::<Vec<_>>(),
-                self.health_addr,
-                self.log_text()
-            ),
-        }
+    pub fn spec(&self) -> &Spec {
+        &self.spec
     }
 
-    /// `<socket_dir>/<name>.sock`
-    pub fn socket(&self, name: &str) -> PathBuf {
-        self.socket_dir.join(format!("{name}.sock"))
-    }
-
-    /// The temp dir holding sockets and the log (removed on drop).
+    /// The temp dir (working directory; removed on drop).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
 
-    /// Everything coffer wrote to stdout and stderr so far.
+    /// Everything the process wrote to stdout and stderr so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// The log lines that parse as JSON objects (`--log-format json`).
-    pub fn log_json(&self) -> Vec<serde_json::Value> {
-        self.log_text()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v.is_object())
-            .collect()
+    /// The last [`Spec::tail_lines`] lines of the log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log_text(), self.spec.tail_lines)
     }
 
-    /// `GET http://<health_addr><path>`
-    pub fn health_get(&self, path: &str) -> http::Response {
-        http::get(&self.health_addr, path)
-            .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", self.health_addr))
+    /// `None` once the process was stopped or reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (reaped, or a zombie waiting to be).
+    pub fn has_exited(&self) -> bool {
+        let Some(pid) = self.pid() else {
+            return true;
+        };
+        // try_wait needs &mut; peek through /proc instead.
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+                .unwrap_or(false),
+            Err(_) => true,
+        }
+    }
+
+    /// Polls `ready` every 50 ms for up to `timeout`, stopping early if the
+    /// process exits.
+    pub fn wait_ready(&self, timeout: Duration, mut ready: impl FnMut() -> bool) -> Readiness {
+        let outcome = wait_for(timeout, || {
+            if self.has_exited() {
+                return Some(Readiness::Exited);
+            }
+            ready().then_some(Readiness::Ready)
+        });
+        outcome.unwrap_or(Readiness::TimedOut)
     }
 
     /// Sends a signal by name (`HUP`, `TERM`, ...). Panics if not running.
     pub fn signal(&self, signal: &str) {
-        let pid = self.pid().expect("coffer already stopped");
+        let pid = self
+            .pid()
+            .unwrap_or_else(|| panic!("{} already stopped", self.spec.name));
         assert!(send_signal(pid, signal), "kill -{signal} {pid} failed");
     }
 
-    pub fn has_exited(&self) -> bool {
-        match &self.child {
-            None => true,
-            Some(_) => {
-                // try_wait needs &mut; peek through /proc instead.
-                let pid = self.pid().unwrap();
-                match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-                    Ok(stat) => stat
-                        .rsplit_once(')')
-                        .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-                        .unwrap_or(false),
-                    Err(_) => true,
-                }
-            }
-        }
-    }
-
-    /// Waits up to `timeout` for coffer to exit on its own; reaps it.
+    /// Waits up to `timeout` for the process to exit on its own; reaps it.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         let status = wait_timeout(child, timeout)?;
@@ -308,70 +267,99 @@ impl Coffer {
         Some(status)
     }
 
-    /// SIGTERM, then waits (≤ 15 s) for the exit status. If coffer does not
-    /// exit in time it is SIGKILLed and this panics with the log.
-    pub fn stop(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("coffer already stopped");
+    /// SIGTERM, then waits up to `timeout` for the exit status. If the
+    /// process does not exit in time it is SIGKILLed and this panics with
+    /// the log.
+    pub fn stop(&mut self, timeout: Duration) -> ExitStatus {
+        let name = self.spec.name;
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| panic!("{name} already stopped"));
         send_signal(child.id(), "TERM");
-        match wait_timeout(&mut child, STOP_TIMEOUT) {
-            Some(status) => {
-                self.reaper = None;
-                status
-            }
-            None => {
-                kill_and_reap(&mut child);
-                self.reaper = None;
-                panic!(
-                    "coffer did not exit within {STOP_TIMEOUT:?} of SIGTERM; log:\n{}",
-                    self.log_text()
-                );
-            }
+        let status = wait_timeout(&mut child, timeout);
+        if status.is_none() {
+            kill_and_reap(&mut child);
         }
+        self.reaper = None;
+        status.unwrap_or_else(|| {
+            panic!(
+                "{name} did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                self.log_tail()
+            )
+        })
     }
-}
 
-impl Drop for Coffer {
-    fn drop(&mut self) {
+    /// SIGKILLs and reaps the process (if still running). The log and the
+    /// temp dir stay until drop.
+    pub fn kill(&mut self) {
         // Reaper first: once the child is reaped its PID may be reused.
         self.reaper = None;
         if let Some(mut child) = self.child.take() {
             kill_and_reap(&mut child);
         }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
         if std::thread::panicking() {
+            let name = self.spec.name;
             eprintln!(
-                "---- coffer log ({}), last 200 lines ----\n{}\n---- end of coffer log ----",
+                "---- {name} log ({}), last {} lines ----\n{}\n---- end of {name} log ----",
                 self.log_path.display(),
-                tail(&self.log_text(), 200)
+                self.spec.tail_lines,
+                self.log_tail()
             );
-        } else {
-            // Every end-to-end test runs coffer at --log-level trace; its
-            // whole output must hold nothing credential- or secret-shaped.
-            let log = self.log_text();
-            for (pattern, what) in LEAK_PATTERNS {
-                assert!(
-                    !log.contains(pattern),
-                    "coffer's log contains {what} ({pattern:?}):\n{}",
-                    tail(&log, 50)
-                );
-            }
         }
     }
 }
 
-/// What must never appear in coffer's output.
-pub const LEAK_PATTERNS: &[(&str, &str)] = &[
-    ("eyJ", "a JWT (ServiceAccount token)"),
-    ("-----BEGIN", "PEM material (a key or certificate)"),
-    ("PRIVATE KEY", "a private key"),
-    ("hvs.", "a Vault token"),
-    ("client_token", "a login response"),
-    ("\"password\"", "a secret's field"),
-];
+/// A server fixture built on a [`Process`], for [`start`].
+pub trait Fixture {
+    fn process(&self) -> &Process;
+    /// Whether it answers yet (polled every 50 ms while starting).
+    fn is_ready(&self) -> bool;
+    /// What readiness means, for the time-out message (an address, sockets).
+    fn awaiting(&self) -> String;
+}
 
-fn is_socket(p: &Path) -> bool {
-    std::fs::metadata(p)
-        .map(|m| m.file_type().is_socket())
-        .unwrap_or(false)
+/// Starts a fixture: `launch` spawns one attempt (picking its ports anew
+/// each time), then this waits up to `timeout` for [`Fixture::is_ready`].
+///
+/// A port can be taken by someone else between probing it and the child's
+/// bind: an attempt that exits with a [port clash](is_port_clash) in its log
+/// is dropped and launched again, up to [`START_ATTEMPTS`] times. Any other
+/// exit, or no readiness within `timeout`, panics with the log tail.
+pub fn start<F: Fixture>(timeout: Duration, mut launch: impl FnMut() -> F) -> F {
+    let mut last_tail = String::new();
+    let mut name = "";
+    for _ in 0..START_ATTEMPTS {
+        let fixture = launch();
+        let process = fixture.process();
+        name = process.spec().name;
+        match process.wait_ready(timeout, || fixture.is_ready()) {
+            Readiness::Ready => return fixture,
+            Readiness::Exited if is_port_clash(&process.log_text()) => {
+                last_tail = process.log_tail();
+                // Dropped here (killed and reaped); the next attempt takes other ports.
+            }
+            Readiness::Exited => panic!(
+                "{name} exited during start-up ({}); log:\n{}",
+                fixture.awaiting(),
+                process.log_tail()
+            ),
+            Readiness::TimedOut => panic!(
+                "{name} not ready within {timeout:?} ({}); log:\n{}",
+                fixture.awaiting(),
+                process.log_tail()
+            ),
+        }
+    }
+    panic!(
+        "{name} failed to start {START_ATTEMPTS} times, its port taken each time; last log:\n{last_tail}"
+    );
 }
 
 pub(crate) fn open_log(path: &Path) -> File {

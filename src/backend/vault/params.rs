@@ -7,8 +7,27 @@ use serde::Deserialize;
 
 use super::Error;
 use super::tls::Tls;
-use crate::backend::Dialect;
-use crate::mount::request::Parameters;
+use crate::request::Parameters;
+
+/// Which parameter names a class uses: hashicorp's (`vault` socket, and
+/// `backend: vault` on coffer's own sockets) or OpenBao's (`openbao`
+/// socket: `bao*` > `openbao*` > `vault*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Vault,
+    OpenBao,
+}
+
+impl Dialect {
+    /// The dialect a provider socket name implies.
+    pub fn for_socket(name: &str) -> Self {
+        if name == "openbao" {
+            Dialect::OpenBao
+        } else {
+            Dialect::Vault
+        }
+    }
+}
 
 /// Defaults from `coffer serve` flags and the environment.
 #[derive(Debug, Clone)]
@@ -51,26 +70,6 @@ impl Default for Policy {
             allow_http: true,
             allow_skip_verify: true,
         }
-    }
-}
-
-impl Policy {
-    /// Builds the policy from flag values; `Err` names an address that is not one.
-    pub fn new(
-        allowed_addresses: &[String],
-        allow_http: bool,
-        allow_skip_verify: bool,
-    ) -> Result<Self, String> {
-        let allowed_addresses = allowed_addresses
-            .iter()
-            .filter(|a| !a.is_empty())
-            .map(|a| origin(a).map_err(|reason| format!("--vault-allowed-address {a:?} {reason}")))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            allowed_addresses,
-            allow_http,
-            allow_skip_verify,
-        })
     }
 }
 
@@ -308,7 +307,7 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
     let mut tls = defaults.tls.clone();
     let path_param = |suffix: &str| lookup(params, dialect, suffix).map(|(v, _)| v.to_owned());
     if let Some((raw, name)) = lookup(params, dialect, "SkipTLSVerify") {
-        tls.skip_verify = parse_bool(raw).ok_or_else(|| Error::Param {
+        tls.skip_verify = crate::yaml::parse_bool(raw).ok_or_else(|| Error::Param {
             name: "vaultSkipTLSVerify",
             reason: format!("({name}) {raw:?} is not a boolean (true/false, 1/0, t/f)"),
         })?;
@@ -497,7 +496,7 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
         };
         let mode = match raw.file_permission {
             None | Some(serde_yaml::Value::Null) => None,
-            Some(v) => match crate::mount::files::yaml_mode(&v) {
+            Some(v) => match crate::yaml::mode(&v) {
                 Some(0) => None,
                 Some(m) => Some(m),
                 None => {
@@ -546,15 +545,6 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
         });
     }
     Ok((objects, warnings))
-}
-
-/// Go's `strconv.ParseBool`.
-fn parse_bool(raw: &str) -> Option<bool> {
-    match raw {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
-        _ => None,
-    }
 }
 
 /// `secret/foo`, `/secret/foo`, `v1/secret/foo`, `/v1/secret/foo` → `secret/foo`;
@@ -745,7 +735,11 @@ mod tests {
     fn operator_policy_limits_what_a_class_may_choose() {
         let d = Defaults {
             address: Some("http://operator:8200".into()),
-            policy: Policy::new(&["https://vault.corp:8200".into()], false, false).unwrap(),
+            policy: Policy {
+                allowed_addresses: vec![origin("https://vault.corp:8200").unwrap()],
+                allow_http: false,
+                allow_skip_verify: false,
+            },
             ..Defaults::default()
         };
         let run = |extra: &[(&str, &str)]| {
@@ -793,7 +787,6 @@ mod tests {
                 "{extra:?}"
             );
         }
-        assert!(Policy::new(&["not a url".into()], true, true).is_err());
     }
 
     #[test]

@@ -373,14 +373,7 @@ fn json_reason(e: &serde_json::Error) -> String {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    crate::errors::truncate(s, max, "…")
 }
 
 #[cfg(test)]
