@@ -4,7 +4,7 @@
 CARGO ?= cargo
 CARGO_FLAGS ?= --locked
 
-.PHONY: all build release demo test bench lint fmt-check clippy unit e2e-deps e2e chart-test fuzz clean-tools
+.PHONY: all build release demo test bench lint fmt-check clippy fuzz-check unit e2e-deps e2e chart-test deploy-manifest fuzz clean-tools
 
 all: build
 
@@ -19,7 +19,7 @@ demo:
 	bash e2e/demo.sh
 
 ## test: formatting, lints, chart checks, unit tests, integration and end-to-end tests against real OpenBao.
-test: fmt-check clippy chart-test e2e-deps
+test: fmt-check clippy fuzz-check chart-test e2e-deps
 	$(CARGO) test $(CARGO_FLAGS) --all-features -- --include-ignored
 
 ## bench: speed and memory against real OpenBao (release build); writes docs/benchmarks.md. Not part of test.
@@ -42,6 +42,14 @@ e2e-deps:
 ## chart-test: helm lint + helm template of charts/coffer and checks of the rendered manifests.
 chart-test:
 	bash e2e/chart_test.sh
+
+## deploy-manifest: re-render deploy/coffer.yaml (kubectl apply users) from the chart and deploy/values.yaml.
+deploy-manifest:
+	bash e2e/chart_test.sh --write-deploy
+
+## fuzz-check: every fuzz target still compiles against the library (no fuzzing; part of test).
+fuzz-check:
+	cd fuzz && $(CARGO) check $(CARGO_FLAGS) --bins
 
 ## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS (default 60) each; fails on any finding.
 fuzz:

@@ -3,6 +3,8 @@
 # template in several configurations and checks of the rendered manifests,
 # in e2e/chart_check.py. helm comes from e2e/helm.sh; PyYAML from the
 # machine's python3, else from a small venv in e2e/.tools/chart-venv.
+# `--write-deploy` rewrites deploy/coffer.yaml from the chart instead
+# (`make deploy-manifest`).
 set -euo pipefail
 
 PYYAML_VERSION=6.0.3
@@ -22,4 +24,4 @@ if ! "$PY" -c 'import yaml, tomllib' >/dev/null 2>&1; then
 fi
 
 echo "e2e/chart_test.sh: $("$HELM" version --short)" >&2
-exec "$PY" "$ROOT/e2e/chart_check.py" --helm "$HELM" --root "$ROOT"
+exec "$PY" "$ROOT/e2e/chart_check.py" --helm "$HELM" --root "$ROOT" "$@"

@@ -1,11 +1,20 @@
 //! Command line: `coffer serve | mount | check`. Every flag has an
 //! environment variable, so the Helm chart can set either.
+//!
+//! Written for users who copy flags from the Go programs around coffer
+//! ([`Cli::parse_from_args`]): Go's single-dash long flags (`-vault-addr`),
+//! the peers' flag names as aliases (`--endpoint`, `--provider-volume`,
+//! `--vault-mount`, `--vault-tls-ca-cert`, ...), `:PORT` listen addresses, Go
+//! durations (`1m30s`), and the last of a repeated flag wins, as with Go's
+//! `flag` package (docs/migration.md#flags).
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(name = "coffer", version, about = "A Secrets Store CSI driver provider for Vault/OpenBao and AWS", long_about = None)]
@@ -14,13 +23,69 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Parses a command line as users write it: Go-style `-flag` spellings
+    /// are read as `--flag`, then `coffer serve`'s peer flags (`--endpoint`,
+    /// `--debug`) are folded into coffer's own.
+    pub fn parse_from_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args = go_style_flags(args.into_iter().map(Into::into));
+        let mut command = Cli::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        if let (Command::Serve(serve), Some(("serve", m))) =
+            (&mut cli.command, matches.subcommand())
+        {
+            serve
+                .fold_peer_flags(m)
+                .map_err(|e| command.error(clap::error::ErrorKind::ValueValidation, e))?;
+        }
+        Ok(cli)
+    }
+}
+
+/// `-name` and `-name=value` (Go's `flag` package takes one or two dashes)
+/// become `--name...`; single letters (`-h`, `-V`), negative numbers and
+/// everything after `--` stay as they are.
+fn go_style_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut rest = false;
+    for arg in args {
+        let text = arg.to_str();
+        match text {
+            Some("--") => {
+                rest = true;
+                out.push(arg);
+            }
+            Some(t)
+                if !rest
+                    && t.len() > 2
+                    && t.starts_with('-')
+                    && t.as_bytes().get(1).is_some_and(u8::is_ascii_alphabetic) =>
+            {
+                out.push(format!("-{t}").into());
+            }
+            _ => out.push(arg),
+        }
+    }
+    out
+}
+
+fn explicit(matches: &ArgMatches, id: &str) -> bool {
+    matches.value_source(id) == Some(ValueSource::CommandLine)
+        || matches.value_source(id) == Some(ValueSource::EnvVariable)
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the provider sockets (what the DaemonSet runs).
     Serve(ServeArgs),
     /// Mount a SecretProviderClass through a provider socket, as the driver does, into a directory.
     Mount(MountArgs),
-    /// Check SecretProviderClass manifests offline; exit 1 with one line per problem.
+    /// Check SecretProviderClass manifests offline (for CI): exit 0 when nothing fails, 1 on an error or warning (with --strict, a note too), 2 on a bad command line.
     Check(CheckArgs),
 }
 
@@ -31,14 +96,19 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct ServeArgs {
     /// Directory of provider sockets (the driver's --provider-volume).
     #[arg(
         long,
+        visible_alias = "provider-volume",
         env = "COFFER_SOCKET_DIR",
         default_value = "/var/run/secrets-store-csi-providers"
     )]
     pub socket_dir: PathBuf,
+    /// The vault/openbao provider's socket path, e.g. /provider/vault.sock or unix:///provider/vault.sock: the same as --socket-dir /provider --provider vault (repeatable).
+    #[arg(long = "endpoint", value_name = "PATH")]
+    pub endpoints: Vec<String>,
     /// Provider name to serve as <socket-dir>/<NAME>.sock; repeat for more.
     /// `vault`, `openbao` and `aws` speak those providers' dialects; other names use the `backend` parameter.
     #[arg(
@@ -48,14 +118,17 @@ pub struct ServeArgs {
         default_value = "coffer"
     )]
     pub providers: Vec<String>,
-    /// Address of the HTTP server for /healthz, /readyz and /metrics.
-    #[arg(long, env = "COFFER_HEALTH_ADDR", default_value = "0.0.0.0:8098")]
+    /// Address of the HTTP server for /healthz, /readyz and /metrics: HOST:PORT, [IPv6]:PORT, or :PORT for every interface.
+    #[arg(long, env = "COFFER_HEALTH_ADDR", default_value = "0.0.0.0:8098", value_parser = crate::goflags::listen_addr)]
     pub health_addr: SocketAddr,
     #[arg(long, env = "COFFER_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
     /// Log level of coffer's own messages: error, warn, info, debug, trace.
     #[arg(long, env = "COFFER_LOG_LEVEL", default_value = "info")]
     pub log_level: tracing::Level,
+    /// The vault/openbao provider's --debug: log at debug level unless --log-level is given.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
+    pub debug: Option<bool>,
     /// Mounts served at once; more wait for a slot within their deadline.
     #[arg(long, env = "COFFER_MAX_CONCURRENT_MOUNTS", default_value_t = 256)]
     pub max_concurrent_mounts: usize,
@@ -75,7 +148,77 @@ pub struct ServeArgs {
     pub backends: crate::backend::registry::BackendArgs,
 }
 
+impl ServeArgs {
+    /// Folds the peers' flags into coffer's: each `--endpoint` sets the
+    /// socket directory and adds its provider (replacing the default
+    /// `coffer` unless `--provider` was given too); `--debug` raises the
+    /// log level to debug unless `--log-level` was given.
+    fn fold_peer_flags(&mut self, matches: &ArgMatches) -> Result<(), String> {
+        if !self.endpoints.is_empty() {
+            let mut dir: Option<PathBuf> = None;
+            let mut names = Vec::new();
+            for endpoint in &self.endpoints {
+                let (parent, name) = split_endpoint(endpoint)?;
+                match &dir {
+                    Some(d) if *d != parent => {
+                        return Err(format!(
+                            "--endpoint {endpoint:?}: every socket must be in one directory, not {} and {}",
+                            d.display(),
+                            parent.display()
+                        ));
+                    }
+                    _ => dir = Some(parent),
+                }
+                names.push(name);
+            }
+            if let Some(dir) = dir {
+                if explicit(matches, "socket_dir") && self.socket_dir != dir {
+                    return Err(format!(
+                        "--endpoint puts sockets in {} but --socket-dir is {}",
+                        dir.display(),
+                        self.socket_dir.display()
+                    ));
+                }
+                self.socket_dir = dir;
+            }
+            if !explicit(matches, "providers") {
+                self.providers.clear();
+            }
+            for name in names {
+                if !self.providers.contains(&name) {
+                    self.providers.push(name);
+                }
+            }
+        }
+        if self.debug == Some(true) && !explicit(matches, "log_level") {
+            self.log_level = tracing::Level::DEBUG;
+        }
+        Ok(())
+    }
+}
+
+/// `/provider/vault.sock` or `unix:///provider/vault.sock` → (`/provider`, `vault`).
+fn split_endpoint(endpoint: &str) -> Result<(PathBuf, String), String> {
+    let path = Path::new(endpoint.strip_prefix("unix://").unwrap_or(endpoint));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".sock"))
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| {
+            format!("--endpoint {endpoint:?}: expected a socket path ending in <provider>.sock")
+        })?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| {
+            format!("--endpoint {endpoint:?}: expected a directory before the socket name")
+        })?;
+    Ok((dir.to_path_buf(), name.to_owned()))
+}
+
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct MountArgs {
     /// The SecretProviderClass manifest (YAML).
     #[arg(long)]
@@ -119,40 +262,33 @@ pub struct MountArgs {
     pub timeout: Duration,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum CheckFormat {
+    /// One line per finding, then `ok: ...` when nothing fails.
+    Text,
+    /// One JSON object: counts and findings (file, class, severity, message).
+    Json,
+}
+
 #[derive(Debug, Args)]
+#[command(args_override_self = true)]
 pub struct CheckArgs {
     /// SecretProviderClass manifests (several documents per file allowed).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Fail on notes too: classes that pass only with a server default (--vault-addr) not given here.
+    #[arg(long)]
+    pub strict: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
     #[command(flatten)]
     pub backends: crate::backend::registry::BackendArgs,
 }
 
-/// `100s`, `2m`, `500ms`, `1h`, or plain seconds.
+/// A duration flag: Go's form (`1m30s`, `1.5h`, `300ms`) or plain seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let split = raw
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(raw.len());
-    let (num, unit) = raw.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a duration like 100s, 2m or 500ms"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "{raw:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("{raw:?} is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    crate::goflags::duration(raw)
 }
 
 fn parse_token_arg(raw: &str) -> Result<(String, PathBuf), String> {
@@ -179,8 +315,170 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    fn serve(argv: &[&str]) -> Result<ServeArgs, String> {
+        let mut full = vec!["coffer", "serve"];
+        full.extend_from_slice(argv);
+        match Cli::parse_from_args(full)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Serve(args) => Ok(args),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_repeated_flag_takes_its_last_value() {
+        let args = serve(&[
+            "--log-level=debug",
+            "--mount-timeout=10s",
+            "--log-level=trace",
+            "--mount-timeout=1m30s",
+            "--vault-addr=https://a:8200",
+            "--vault-addr=https://b:8200",
+        ])
+        .unwrap();
+        assert_eq!(args.log_level, tracing::Level::TRACE);
+        assert_eq!(args.mount_timeout, Duration::from_secs(90));
+        assert_eq!(
+            args.backends.vault.vault_addr.as_deref(),
+            Some("https://b:8200")
+        );
+        // Repeatable flags still collect every value.
+        let args = serve(&["--provider=vault", "--provider=aws"]).unwrap();
+        assert_eq!(args.providers, vec!["vault", "aws"]);
+    }
+
+    #[test]
+    fn go_listen_addresses_and_durations_are_accepted() {
+        let args = serve(&[
+            "--health-addr=:8080",
+            "--shutdown-grace=1m30s",
+            "--vault-request-timeout=1.5s",
+            "--aws-pod-identity-timeout=500ms",
+        ])
+        .unwrap();
+        assert_eq!(args.health_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(args.shutdown_grace, Duration::from_secs(90));
+        assert_eq!(
+            args.backends.vault.vault_request_timeout,
+            Duration::from_millis(1500)
+        );
+        assert_eq!(
+            args.backends.aws.aws_pod_identity_timeout,
+            Duration::from_millis(500)
+        );
+        let err = serve(&["--health-addr=:http"]).unwrap_err();
+        assert!(err.contains("not a port number"), "{err}");
+    }
+
+    #[test]
+    fn the_vault_providers_flags_are_accepted_as_they_are_written() {
+        // hashicorp's chart: --endpoint and --log-level; flags as Go reads them.
+        let args = serve(&[
+            "-endpoint=/provider/vault.sock",
+            "-vault-addr=https://vault:8200",
+            "-vault-mount=k8s",
+            "-vault-namespace=team",
+            "-vault-tls-ca-cert=/ca.pem",
+            "-vault-tls-ca-directory=/cas",
+            "-vault-tls-server-name=vault.svc",
+            "-vault-tls-client-cert=/c.pem",
+            "-vault-tls-client-key=/k.pem",
+            "-vault-tls-skip-verify=true",
+            "-health-addr=:8080",
+        ])
+        .unwrap();
+        assert_eq!(args.socket_dir, PathBuf::from("/provider"));
+        assert_eq!(args.providers, vec!["vault"]);
+        let v = &args.backends.vault;
+        assert_eq!(v.vault_addr.as_deref(), Some("https://vault:8200"));
+        assert_eq!(v.vault_auth_mount, "k8s");
+        assert_eq!(v.vault_namespace.as_deref(), Some("team"));
+        assert_eq!(v.vault_ca_cert.as_deref(), Some("/ca.pem"));
+        assert_eq!(v.vault_ca_path.as_deref(), Some("/cas"));
+        assert_eq!(v.vault_tls_server_name.as_deref(), Some("vault.svc"));
+        assert_eq!(v.vault_client_cert.as_deref(), Some("/c.pem"));
+        assert_eq!(v.vault_client_key.as_deref(), Some("/k.pem"));
+        assert!(v.vault_skip_verify);
+        assert_eq!(args.health_addr.to_string(), "0.0.0.0:8080");
+    }
+
+    #[test]
+    fn the_openbao_and_aws_providers_flags_are_accepted() {
+        // OpenBao's chart: --endpoint and --debug; its -openbao-* flags.
+        let args = serve(&[
+            "--endpoint=unix:///provider/openbao.sock",
+            "--debug=true",
+            "--openbao-addr=https://bao:8200",
+            "--openbao-mount=jwt",
+            "--openbao-tls-skip-verify",
+        ])
+        .unwrap();
+        assert_eq!(args.socket_dir, PathBuf::from("/provider"));
+        assert_eq!(args.providers, vec!["openbao"]);
+        assert_eq!(args.log_level, tracing::Level::DEBUG);
+        assert_eq!(
+            args.backends.vault.vault_addr.as_deref(),
+            Some("https://bao:8200")
+        );
+        assert_eq!(args.backends.vault.vault_auth_mount, "jwt");
+        assert!(args.backends.vault.vault_skip_verify);
+        // --debug does not override an explicit --log-level; --debug=false is a no-op.
+        assert_eq!(
+            serve(&["--debug", "--log-level=warn"]).unwrap().log_level,
+            tracing::Level::WARN
+        );
+        assert_eq!(
+            serve(&["--debug=false"]).unwrap().log_level,
+            tracing::Level::INFO
+        );
+        // The aws provider's chart: --provider-volume, --pod-identity-http-timeout.
+        let args = serve(&[
+            "--provider-volume=/var/run/secrets-store-csi-providers",
+            "--provider=aws",
+            "--pod-identity-http-timeout=2s",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.socket_dir,
+            PathBuf::from("/var/run/secrets-store-csi-providers")
+        );
+        assert_eq!(
+            args.backends.aws.aws_pod_identity_timeout,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn endpoints_must_agree_with_each_other_and_with_socket_dir() {
+        let args = serve(&[
+            "--endpoint=/p/vault.sock",
+            "--endpoint=/p/openbao.sock",
+            "--provider=coffer",
+        ])
+        .unwrap();
+        assert_eq!(args.providers, vec!["coffer", "vault", "openbao"]);
+        for bad in [
+            vec!["--endpoint=/p/vault.sock", "--endpoint=/q/openbao.sock"],
+            vec!["--endpoint=/p/vault.sock", "--socket-dir=/q"],
+            vec!["--endpoint=/p/vault"],
+            vec!["--endpoint=vault.sock"],
+        ] {
+            assert!(serve(&bad).is_err(), "{bad:?}");
+        }
+        // A value after `--` and negative numbers are not flags.
+        assert_eq!(
+            go_style_flags(["-x", "-ab", "-1", "--", "-cd"].iter().map(OsString::from)),
+            ["-x", "--ab", "-1", "--", "-cd"]
+                .map(OsString::from)
+                .to_vec()
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod backend;
 pub mod check;
 pub mod cli;
 pub mod errors;
+pub mod goflags;
 pub mod gojson;
 pub mod grpc;
 pub mod health;

@@ -1,14 +1,19 @@
 //! Prometheus metrics: mounts by provider and gRPC code, mount duration,
-//! in-flight mounts, backend requests by backend, operation and outcome.
+//! in-flight mounts, backend requests by backend, operation and outcome,
+//! `coffer_build_info`, and the standard `process_*` metrics (CPU, memory,
+//! file descriptors, from the `metrics-process` crate). docs/operations.md
+//! lists them all.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,9 +40,82 @@ struct BackendLabels {
     outcome: String,
 }
 
+/// The duration histogram has no `outcome`: one series set per operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    backend: String,
+    operation: String,
+}
+
+/// Upper bounds of both duration histograms, in seconds: 10 buckets (plus
+/// `+Inf`) from a warm cached mount (well under 5 ms) to the mount deadline
+/// (100 s by default; kubelet gives up at 120 s).
+pub const DURATION_BUCKETS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0, 100.0];
+
 fn duration_histogram() -> Histogram {
-    // 1 ms … ~65 s
-    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// The standard process metrics (`process_cpu_seconds_total`,
+/// `process_resident_memory_bytes`, `process_open_fds`, ...), read from
+/// /proc by `metrics-process` at every scrape. Values the platform does not
+/// give are left out.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = metrics_process::collector::collect();
+        if let Some(v) = m.cpu_seconds_total {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        let gauges = [
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                m.open_fds,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                m.max_fds,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                m.virtual_memory_bytes,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                m.resident_memory_bytes,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                m.start_time_seconds,
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process.",
+                m.threads,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            if let Some(v) = value {
+                let g = ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX));
+                g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One mount in `coffer_mounts_in_flight`, for as long as it lives.
@@ -53,11 +131,13 @@ impl Drop for InFlight {
 /// All of coffer's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
+    /// `process_*`, without the `coffer_` prefix (as every exporter names them).
+    process: Registry,
     mounts: Family<MountLabels, Counter>,
     mount_duration: Family<ProviderLabels, Histogram, fn() -> Histogram>,
     in_flight: Gauge<i64, std::sync::atomic::AtomicI64>,
     backend_requests: Family<BackendLabels, Counter>,
-    backend_duration: Family<BackendLabels, Histogram, fn() -> Histogram>,
+    backend_duration: Family<OperationLabels, Histogram, fn() -> Histogram>,
     authority_rewrites: Counter<u64, AtomicU64>,
     cache_lookups: Family<CacheLabels, Counter>,
 }
@@ -85,11 +165,21 @@ impl Metrics {
         let in_flight = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         let backend_requests = Family::<BackendLabels, Counter>::default();
         let backend_duration =
-            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 duration_histogram as fn() -> Histogram,
             );
         let authority_rewrites = Counter::default();
         let cache_lookups = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "build",
+            "coffer's version and compiled-in backends (value 1)",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("backends", compiled_backends()),
+            ]),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(ProcessCollector));
         registry.register(
             "cache_lookups",
             "Cache lookups by cache (vault_login, vault_dynamic, ...) and result (hit, miss)",
@@ -117,7 +207,7 @@ impl Metrics {
         );
         registry.register(
             "backend_request_duration_seconds",
-            "Time of backend requests",
+            "Time of backend requests by operation, whatever the outcome",
             backend_duration.clone(),
         );
         registry.register(
@@ -127,6 +217,7 @@ impl Metrics {
         );
         Self {
             registry,
+            process,
             mounts,
             mount_duration,
             in_flight,
@@ -172,7 +263,10 @@ impl Metrics {
         };
         self.backend_requests.get_or_create(&labels).inc();
         self.backend_duration
-            .get_or_create(&labels)
+            .get_or_create(&OperationLabels {
+                backend: labels.backend,
+                operation: labels.operation,
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -196,37 +290,53 @@ impl Metrics {
         self.authority_rewrites.inc_by(n);
     }
 
-    /// Prometheus text exposition.
+    /// OpenMetrics text exposition: coffer's metrics, then `process_*`.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let written = text::encode_registry(&mut out, &self.registry)
+            .and_then(|()| text::encode_registry(&mut out, &self.process))
+            .and_then(|()| text::encode_eof(&mut out));
+        if written.is_err() {
             out.clear();
         }
         out
     }
 }
 
-/// The gRPC code's canonical name (`OK`, `INVALID_ARGUMENT`, …).
+/// The backends compiled into this binary, e.g. `vault,aws`.
+fn compiled_backends() -> &'static str {
+    match (cfg!(feature = "vault"), cfg!(feature = "aws")) {
+        (true, true) => "vault,aws",
+        (true, false) => "vault",
+        (false, true) => "aws",
+        (false, false) => "",
+    }
+}
+
+/// The gRPC code as the driver's events and logs spell it (grpc-go's
+/// `codes.Code` names: `OK`, `InvalidArgument`, `Canceled`, ...), so that
+/// a `code` label matches the `code = ...` of a FailedMount event.
 pub fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code::*;
     match code {
         Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
+        Cancelled => "Canceled",
+        Unknown => "Unknown",
+        InvalidArgument => "InvalidArgument",
+        DeadlineExceeded => "DeadlineExceeded",
+        NotFound => "NotFound",
+        AlreadyExists => "AlreadyExists",
+        PermissionDenied => "PermissionDenied",
+        ResourceExhausted => "ResourceExhausted",
+        FailedPrecondition => "FailedPrecondition",
+        Aborted => "Aborted",
+        OutOfRange => "OutOfRange",
+        Unimplemented => "Unimplemented",
+        Internal => "Internal",
+        Unavailable => "Unavailable",
+        DataLoss => "DataLoss",
+        Unauthenticated => "Unauthenticated",
     }
 }
 
@@ -251,8 +361,75 @@ mod tests {
             "coffer_backend_requests_total{backend=\"vault\",operation=\"login\",outcome=\"ok\"} 1",
             "coffer_authority_rewrites_total 0",
             "coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"hit\"} 1",
+            &format!(
+                "coffer_build_info{{version=\"{}\",backends=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION"),
+                compiled_backends()
+            ),
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+        assert!(text.ends_with("# EOF\n"), "one EOF, at the end:\n{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn process_metrics_are_this_process() {
+        let text = Metrics::new().encode();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .parse()
+                .unwrap()
+        };
+        // This test process holds at least stdin/stdout/stderr open and has
+        // used some memory; its start time is after 2020.
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_resident_memory_bytes") > 1_000_000.0);
+        assert!(value("process_start_time_seconds") > 1.577e9);
+        assert!(value("process_cpu_seconds_total") >= 0.0);
+        assert!(
+            !text.contains("coffer_process_"),
+            "process_* must not be prefixed"
+        );
+    }
+
+    #[test]
+    fn duration_histograms_have_ten_buckets_and_no_outcome() {
+        let m = Metrics::new();
+        m.mount_finished("coffer", tonic::Code::Internal, Duration::from_millis(40));
+        m.backend_request("vault", "read", "ok", Duration::from_millis(2));
+        m.backend_request("vault", "read", "error", Duration::from_millis(2));
+        let text = m.encode();
+        let buckets = |metric: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{metric}_bucket{{")))
+                .count()
+        };
+        assert_eq!(buckets("coffer_mount_duration_seconds"), 11, "{text}");
+        // ok and error share one histogram: 10 buckets + +Inf, not twice that.
+        assert_eq!(
+            buckets("coffer_backend_request_duration_seconds"),
+            11,
+            "{text}"
+        );
+        assert!(
+            text.contains("coffer_backend_request_duration_seconds_count{backend=\"vault\",operation=\"read\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("coffer_mounts_total{provider=\"coffer\",code=\"Internal\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn codes_are_spelled_as_grpc_go_spells_them() {
+        // The driver's FailedMount events: "rpc error: code = InvalidArgument desc = ...".
+        assert_eq!(code_name(tonic::Code::InvalidArgument), "InvalidArgument");
+        assert_eq!(code_name(tonic::Code::Cancelled), "Canceled");
+        assert_eq!(code_name(tonic::Code::DeadlineExceeded), "DeadlineExceeded");
+        assert_eq!(code_name(tonic::Code::Ok), "OK");
     }
 }

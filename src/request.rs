@@ -44,7 +44,7 @@ pub enum Error {
     )]
     Permission(String),
     #[error(
-        "no token for audience {audience:?} in {}: add {{audience: {audience}}} to the CSIDriver's spec.tokenRequests (audiences present: {present})",
+        "no token for audience {audience:?} in {}: add {{audience: {audience}}} to the CSIDriver's spec.tokenRequests, or for the Secrets Store Sync Controller to its --token-request-audience flag (audiences present: {present})",
         keys::TOKENS
     )]
     MissingAudience { audience: String, present: String },

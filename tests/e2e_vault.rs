@@ -528,7 +528,7 @@ fn socket_is_private_stale_socket_is_replaced_and_a_file_is_left_alone() {
         .unwrap();
     let _reaper = support::proc::Reaper::watch(child.id());
     let served = support::wait_for(Duration::from_secs(20), || {
-        support::http::get(&health, "/readyz")
+        support::http::probe(&health, "/readyz")
             .ok()
             .filter(|r| r.status == 200)
     });

@@ -1,8 +1,9 @@
 //! The user-facing manifests hold up against the real binary:
 //!
-//! * every `examples/**/*.yaml` passes `coffer check` (the `examples/aws/`
-//!   ones only when this coffer has the AWS backend — skipped with a note
-//!   otherwise);
+//! * every `examples/**/*.yaml` passes a plain `coffer check`, without any
+//!   server flag, as in a GitOps CI (the `examples/aws/` ones only when this
+//!   coffer has the AWS backend — skipped with a note otherwise); the ones
+//!   relying on the chart's `vault.address` get a note, and fail `--strict`;
 //! * every pod in them mounts its SecretProviderClass through the driver,
 //!   read-only;
 //! * the Helm chart's default `coffer serve` arguments start the real binary
@@ -15,9 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde_yaml::Value;
 
-/// What the chart's `vault.address` would give `coffer serve`; the examples
-/// written for coffer's own socket rely on it.
-const VAULT_ADDR: &str = "https://vault.vault.svc:8200";
 const DRIVER: &str = "secrets-store.csi.k8s.io";
 const AWS_MISSING: &str = "backend \"aws\" is not available";
 
@@ -50,12 +48,11 @@ fn examples() -> Vec<PathBuf> {
     files
 }
 
-/// `coffer check FILE` with a clean environment: (success, output).
-fn check(file: &Path) -> (bool, String) {
+/// `coffer check [FLAGS] FILE` with a clean environment: (exit code, output).
+fn check_with(flags: &[&str], file: &Path) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_coffer"))
         .arg("check")
-        .arg("--vault-addr")
-        .arg(VAULT_ADDR)
+        .args(flags)
         .arg(file)
         .env_remove("VAULT_ADDR")
         .env_remove("VAULT_NAMESPACE")
@@ -68,7 +65,13 @@ fn check(file: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.success(), text)
+    (out.status.code().expect("coffer check was killed"), text)
+}
+
+/// A plain `coffer check FILE`: (success, output).
+fn check(file: &Path) -> (bool, String) {
+    let (code, text) = check_with(&[], file);
+    (code == 0, text)
 }
 
 /// Whether this coffer has the AWS backend: `coffer check` on one AWS
@@ -110,6 +113,57 @@ fn every_example_passes_coffer_check() {
         failures.join("\n")
     );
     assert!(checked >= 5, "only {checked} examples checked");
+}
+
+#[test]
+fn check_notes_a_class_relying_on_the_servers_vault_address_and_documents_its_exit_codes() {
+    // No vaultAddress: the chart's vault.address provides it.
+    let file = root().join("examples/coffer/vault-kv.yaml");
+    let (code, out) = check_with(&[], &file);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("note: relies on the server's default Vault address"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok: 1 file(s), 1 SecretProviderClass(es) checked, 1 note(s)"),
+        "{out}"
+    );
+
+    let (code, out) = check_with(&["--strict"], &file);
+    assert_eq!(code, 1, "--strict fails on a note: {out}");
+    let (code, out) = check_with(
+        &["--vault-addr", "https://vault.vault.svc:8200", "--strict"],
+        &file,
+    );
+    assert_eq!(
+        code, 0,
+        "with the server's address there is nothing to note: {out}"
+    );
+
+    let (code, out) = check_with(&["--format", "json"], &file);
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert_eq!(json["ok"], true, "{json}");
+    assert_eq!(json["notes"], 1, "{json}");
+    assert_eq!(json["errors"], 0, "{json}");
+    assert_eq!(json["findings"][0]["severity"], "note", "{json}");
+    assert_eq!(json["findings"][0]["class"], "worker-secrets", "{json}");
+
+    let broken = tempfile::tempdir().unwrap();
+    let bad = broken.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("roleName", "rolName");
+    std::fs::write(&bad, text).unwrap();
+    let (code, out) = check_with(&["--format", "json"], &bad);
+    assert_eq!(code, 1, "an error fails: {out}");
+    let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["findings"][0]["severity"], "error", "{json}");
+
+    let (code, out) = check_with(&["--format", "yaml"], &file);
+    assert_eq!(code, 2, "a bad command line is 2: {out}");
 }
 
 fn documents(file: &Path) -> Vec<Value> {
@@ -154,7 +208,9 @@ fn every_example_pod_mounts_its_class_through_the_driver() {
             file.display()
         );
         let pods: Vec<&Value> = docs.iter().filter(|d| kind(d) == "Pod").collect();
-        if !file.starts_with(&demo) {
+        // Secrets Store Sync Controller examples sync to Secrets, no pod volume.
+        let syncs = docs.iter().any(|d| kind(d) == "SecretSync");
+        if !file.starts_with(&demo) && !syncs {
             assert!(!pods.is_empty(), "{}: no pod spec", file.display());
         }
         for pod in pods {
@@ -207,6 +263,128 @@ fn every_example_pod_mounts_its_class_through_the_driver() {
         }
     }
     assert!(pods_seen >= 5, "only {pods_seen} pods in the examples");
+}
+
+/// The value of `--flag=value` in a container's args.
+fn flag<'a>(container: &'a Value, flag: &str) -> Vec<&'a str> {
+    container["args"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str()?.strip_prefix(flag)?.strip_prefix('='))
+        .collect()
+}
+
+/// The volume a container mounts at `path`.
+fn volume_at<'a>(container: &'a Value, path: &str) -> Option<&'a str> {
+    container["volumeMounts"]
+        .as_sequence()?
+        .iter()
+        .find(|m| str_at(m, &["mountPath"]) == Some(path))
+        .and_then(|m| str_at(m, &["name"]))
+}
+
+#[test]
+fn every_sync_controller_example_wires_coffer_into_the_controller_pod() {
+    let mut seen = 0;
+    for file in examples() {
+        let docs = documents(&file);
+        let kind = |d: &Value| str_at(d, &["kind"]).unwrap_or("").to_owned();
+        let syncs: Vec<&Value> = docs.iter().filter(|d| kind(d) == "SecretSync").collect();
+        if syncs.is_empty() {
+            continue;
+        }
+        seen += 1;
+        let at = file.display().to_string();
+        let pod = &docs
+            .iter()
+            .find(|d| kind(d) == "Deployment")
+            .unwrap_or_else(|| panic!("{at}: no controller Deployment"))["spec"]["template"]["spec"];
+        let containers = pod["containers"].as_sequence().expect("containers");
+        let controller = containers
+            .iter()
+            .find(|c| !flag(c, "--provider-volume").is_empty())
+            .unwrap_or_else(|| panic!("{at}: no container with --provider-volume"));
+        let coffer = containers
+            .iter()
+            .find(|c| !flag(c, "--socket-dir").is_empty())
+            .unwrap_or_else(|| panic!("{at}: no coffer container with --socket-dir"));
+        // One emptyDir, mounted where each side expects the sockets.
+        let shared = volume_at(controller, flag(controller, "--provider-volume")[0])
+            .unwrap_or_else(|| {
+                panic!("{at}: nothing mounted at the controller's --provider-volume")
+            });
+        assert_eq!(
+            volume_at(coffer, flag(coffer, "--socket-dir")[0]),
+            Some(shared),
+            "{at}: coffer's --socket-dir is not the controller's provider volume"
+        );
+        let volume = pod["volumes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|v| str_at(v, &["name"]) == Some(shared))
+            .unwrap_or_else(|| panic!("{at}: no volume {shared}"));
+        assert!(
+            volume.get("emptyDir").is_some(),
+            "{at}: {shared} is not an emptyDir"
+        );
+        // The controller sends its own pod UID: it must be set.
+        let env_uid = controller["env"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|e| str_at(e, &["name"]) == Some("SYNC_CONTROLLER_POD_UID"));
+        assert_eq!(
+            env_uid.and_then(|e| str_at(e, &["valueFrom", "fieldRef", "fieldPath"])),
+            Some("metadata.uid"),
+            "{at}: SYNC_CONTROLLER_POD_UID"
+        );
+        let audiences: Vec<&str> = flag(controller, "--token-request-audience")
+            .iter()
+            .flat_map(|a| a.split(','))
+            .collect();
+        let providers = flag(coffer, "--provider");
+        for sync in syncs {
+            let ns = str_at(sync, &["metadata", "namespace"]);
+            let class_name = str_at(sync, &["spec", "secretProviderClassName"]).unwrap_or("?");
+            let class = docs
+                .iter()
+                .find(|d| {
+                    kind(d) == "SecretProviderClass"
+                        && str_at(d, &["metadata", "name"]) == Some(class_name)
+                        && str_at(d, &["metadata", "namespace"]) == ns
+                })
+                .unwrap_or_else(|| {
+                    panic!("{at}: class {class_name} not in the SecretSync's namespace")
+                });
+            let provider = str_at(class, &["spec", "provider"]).unwrap_or("?");
+            assert!(
+                providers.contains(&provider),
+                "{at}: coffer does not serve socket {provider}"
+            );
+            let params = &class["spec"]["parameters"];
+            let vault = matches!(provider, "vault" | "openbao")
+                || str_at(params, &["backend"]) == Some("vault");
+            if vault {
+                let default = if provider == "openbao" {
+                    "openbao"
+                } else {
+                    "vault"
+                };
+                let audience = str_at(params, &["audience"]).unwrap_or(default);
+                assert!(
+                    audiences.contains(&audience),
+                    "{at}: the controller requests no token for audience {audience}"
+                );
+            }
+            assert!(
+                str_at(sync, &["spec", "serviceAccountName"]).is_some(),
+                "{at}: SecretSync without serviceAccountName"
+            );
+        }
+    }
+    assert!(seen >= 1, "no Secrets Store Sync Controller example");
 }
 
 /// The helm binary `e2e/helm.sh` installs, or `COFFER_HELM`.
@@ -306,4 +484,29 @@ fn chart_default_args_start_coffer_serve() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn examples_readme_lists_every_example_and_nothing_else() {
+    let readme = std::fs::read_to_string(root().join("examples/README.md")).unwrap();
+    let listed: Vec<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(f, _)| f.to_owned()))
+        .collect();
+    let dir = root().join("examples");
+    let files: Vec<String> = examples()
+        .iter()
+        .map(|f| f.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let unlisted: Vec<_> = files.iter().filter(|f| !listed.contains(f)).collect();
+    let missing: Vec<_> = listed.iter().filter(|f| !files.contains(f)).collect();
+    assert!(
+        unlisted.is_empty(),
+        "examples not in examples/README.md: {unlisted:?}"
+    );
+    assert!(
+        missing.is_empty(),
+        "examples/README.md lists files that do not exist: {missing:?}"
+    );
 }

@@ -237,7 +237,7 @@ impl Fixture for Served {
     }
 
     fn is_ready(&self) -> bool {
-        support::http::get(&self.health, "/readyz")
+        support::http::probe(&self.health, "/readyz")
             .map(|r| r.status == 200)
             .unwrap_or(false)
     }

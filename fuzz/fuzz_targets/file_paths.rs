@@ -46,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
             mode,
             config: format!("o{i}"),
             template_only: false,
+            all_keys: false,
+            optional: false,
         });
     }
     // The whole list, and (so that valid plans are common) the acceptable

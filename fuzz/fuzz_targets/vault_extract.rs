@@ -27,6 +27,9 @@ fn object(key: Option<String>, encoding: Encoding) -> Object {
         args: None,
         encoding,
         mode: None,
+        template_only: false,
+        all_keys: false,
+        optional: false,
     }
 }
 

@@ -83,11 +83,12 @@ impl std::error::Error for Error {
     }
 }
 
-/// One file a plan will return.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One object of a plan: usually one file; with `all_keys`, a directory
+/// whose files are known only after the fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PlannedFile {
-    /// The file path inside the volume; also the `ObjectVersion.id` and
-    /// what error messages name.
+    /// The file path inside the volume (with `all_keys`: the directory);
+    /// also the `ObjectVersion.id` and what error messages name.
     pub path: String,
     /// The file mode, if the object sets one (else the request's permission).
     pub mode: Option<u32>,
@@ -98,6 +99,33 @@ pub struct PlannedFile {
     /// `templateOnly: true`: fetched, versioned and seen by templates, but
     /// not written as a file of its own.
     pub template_only: bool,
+    /// `allKeys: true`: the fetch returns [`Fetched::Keys`], one file
+    /// `<path>/<key>` per key of the secret (checked by `mount::files`).
+    pub all_keys: bool,
+    /// `optional: true`: the fetch may return [`Fetched::Absent`] when the
+    /// backend says NotFound, and only then.
+    pub optional: bool,
+}
+
+/// What the fetch returns for one planned file, in plan order.
+pub enum Fetched {
+    /// The content of the planned file.
+    File(SecretBytes),
+    /// The keys of an `all_keys` object with their contents, sorted by key.
+    /// The keys are raw: `mount::files::expand` checks them as file names.
+    Keys(Vec<(String, SecretBytes)>),
+    /// An `optional` object that does not exist (the backend said NotFound).
+    Absent,
+}
+
+impl fmt::Debug for Fetched {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fetched::File(b) => write!(f, "File({} bytes)", b.len()),
+            Fetched::Keys(keys) => write!(f, "Keys({} keys)", keys.len()),
+            Fetched::Absent => f.write_str("Absent"),
+        }
+    }
 }
 
 /// What a backend will do for one mount, decided before any network call.
@@ -135,9 +163,11 @@ pub struct FetchContext<'a> {
 /// The network half of a plan.
 #[async_trait]
 pub trait Fetch: Send + Sync {
-    /// Returns one content per planned file, in the plan's order. Any
-    /// failure fails the whole mount.
-    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, Error>;
+    /// Returns one [`Fetched`] per planned file, in the plan's order:
+    /// `Keys` exactly for `all_keys` files, `Absent` only for `optional`
+    /// ones whose object does not exist. Any other failure fails the
+    /// whole mount.
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, Error>;
 }
 
 /// A source of secrets.

@@ -137,7 +137,7 @@ fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
         path: t.file_name.clone(),
         mode: t.mode,
         config: t.config(),
-        template_only: false,
+        ..Default::default()
     }
 }
 
@@ -147,18 +147,12 @@ fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
 /// the caller on time; the render then ends by itself when its fuel runs out.
 async fn render_off_workers(
     mount_plan: &Arc<MountPlan>,
-    contents: &[crate::secret::SecretBytes],
+    inputs: Vec<(String, crate::secret::SecretBytes)>,
 ) -> Result<Vec<crate::secret::SecretBytes>, templates::Error> {
     let plan = mount_plan.clone();
-    let contents = contents.to_vec();
     let job = tokio::task::spawn_blocking(move || {
-        let inputs: Vec<(&str, &crate::secret::SecretBytes)> = plan
-            .plan
-            .files
-            .iter()
-            .zip(&contents)
-            .map(|(f, c)| (f.path.as_str(), c))
-            .collect();
+        let inputs: Vec<(&str, &crate::secret::SecretBytes)> =
+            inputs.iter().map(|(name, c)| (name.as_str(), c)).collect();
         templates::render(&plan.templates, &inputs)
     });
     match job.await {
@@ -238,6 +232,10 @@ impl Mounter {
     }
 
     /// Runs one mount for the socket `provider`.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the allKeys ranges come from files::expand over these same vectors"
+    )]
     pub async fn mount(
         &self,
         provider: &str,
@@ -277,31 +275,60 @@ impl Mounter {
             claims: &claims,
             secrets: &req.secrets,
         };
-        let contents = plan
+        let fetched = plan
             .fetch
             .fetch(&ctx)
             .await
             .map_err(|source| Error::Fetch { backend, source })?;
-        if contents.len() != plan.files.len() {
+        if fetched.len() != plan.files.len() {
             return Err(Error::FetchCount {
                 backend,
-                got: contents.len(),
+                got: fetched.len(),
                 want: plan.files.len(),
             });
         }
-        // The cached plan's files, copied only when templates add to them.
-        let mut planned = std::borrow::Cow::Borrowed(plan.files.as_slice());
-        let mut contents = contents;
+        // allKeys objects become one file per key, absent optional objects
+        // none; the cached plan's files are borrowed when neither occurs.
+        let files::Expanded {
+            files: mut planned,
+            mut contents,
+            markers,
+            groups,
+        } = files::expand(&plan.files, fetched)?;
         if !templates.is_empty() {
+            // Templates see every file by its path, and each allKeys object
+            // as a map of its keys under the object's name.
+            let maps: Vec<(&str, crate::secret::SecretBytes)> = groups
+                .iter()
+                .map(|(dir, range)| {
+                    let keys = planned[range.clone()]
+                        .iter()
+                        .zip(&contents[range.clone()])
+                        .map(|(f, c)| {
+                            let key = f.path[dir.len() + 1..].to_owned();
+                            let text = String::from_utf8_lossy(c.expose()).into_owned();
+                            (key, serde_json::Value::String(text))
+                        })
+                        .collect();
+                    let json = crate::gojson::to_vec(&serde_json::Value::Object(keys));
+                    (dir.as_str(), crate::secret::SecretBytes::new(json))
+                })
+                .collect();
+            let inputs: Vec<(String, crate::secret::SecretBytes)> = planned
+                .iter()
+                .zip(&contents)
+                .map(|(f, c)| (f.path.clone(), c.clone()))
+                .chain(maps.into_iter().map(|(dir, c)| (dir.to_owned(), c)))
+                .collect();
+            let rendered = render_off_workers(&mount_plan, inputs).await?;
             // A rendered file's version covers every input's version, so it
             // changes when any input changes, even one the output ignores.
-            let rendered = render_off_workers(&mount_plan, &contents).await?;
-            let input_versions: Vec<String> = plan
-                .files
+            let mut input_versions: Vec<String> = planned
                 .iter()
                 .zip(&contents)
                 .map(|(f, c)| self.versions.version(&f.config, c.expose()))
                 .collect();
+            input_versions.extend(markers.iter().map(|(id, v)| format!("{id}={v}")));
             let digest = input_versions.join(",");
             for (t, content) in templates.iter().zip(rendered) {
                 let mut file = template_file(t);
@@ -310,9 +337,14 @@ impl Mounter {
                 contents.push(content);
             }
         }
+        // Keys are known only now: the file rules once more on the result.
+        if plan.files.iter().any(|f| f.all_keys) {
+            files::check_files(&planned)?;
+        }
         let response = files::assemble(
             &planned,
             contents,
+            &markers,
             req.default_mode,
             &self.versions,
             self.max_response_bytes,

@@ -531,6 +531,19 @@ mod tests {
     }
 
     #[test]
+    fn an_absent_optional_object_can_be_tested_for() {
+        assert_eq!(
+            run("{% if flags is defined %}{{ flags }}{% else %}none{% endif %}").unwrap(),
+            "none"
+        );
+        assert_eq!(
+            run("{% if token is defined %}{{ token }}{% endif %}").unwrap(),
+            "t0k3n"
+        );
+        assert!(run("{{ flags }}").is_err());
+    }
+
+    #[test]
     fn undefined_objects_and_fields_are_named() {
         let err = run("{{ nope }}").unwrap_err().to_string();
         assert!(

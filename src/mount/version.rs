@@ -4,7 +4,7 @@
 //! SecretProviderClassPodStatus test guesses of low-entropy secrets).
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 

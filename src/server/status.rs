@@ -66,6 +66,7 @@ fn code(e: &mount::Error) -> Code {
         | mount::Error::UnknownBackend { .. } => Code::InvalidArgument,
         mount::Error::Plan(b) | mount::Error::Fetch { source: b, .. } => kind_code(b.kind()),
         mount::Error::File(mount::files::Error::TooLarge { .. }) => Code::ResourceExhausted,
+        mount::Error::File(mount::files::Error::Shape { .. }) => Code::Internal,
         mount::Error::File(_) => Code::InvalidArgument,
         mount::Error::FetchCount { .. } => Code::Internal,
         mount::Error::Template(_) => Code::InvalidArgument,

@@ -35,7 +35,7 @@ impl Fixture for Bao {
     }
 
     fn is_ready(&self) -> bool {
-        http::get(&self.addr, "/v1/sys/health")
+        http::probe(&self.addr, "/v1/sys/health")
             .map(|r| r.status == 200)
             .unwrap_or(false)
     }

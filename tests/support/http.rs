@@ -6,8 +6,11 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-/// Per-request connect/read/write timeout.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Per-request connect/read/write timeout. Generous: it only bounds a hung
+/// server. On a loaded 2-core machine moto took over 10 s to answer a
+/// request now and then, and the read failed with EAGAIN (a read timeout on
+/// a blocking socket reports `WouldBlock` on Linux).
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct Response {
@@ -49,6 +52,11 @@ impl Response {
     }
 }
 
+/// Timeout of a readiness probe: a server still starting (or a port held by
+/// something that never answers) must not hold the start-up loop, which
+/// also watches for the process exiting.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// `base` is `http://HOST:PORT` or `HOST:PORT`; `path` starts with `/`.
 pub fn request(
     base: &str,
@@ -57,6 +65,22 @@ pub fn request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> io::Result<Response> {
+    request_within(base, method, path, headers, body, TIMEOUT)
+}
+
+/// A readiness probe: `GET path` within [`PROBE_TIMEOUT`].
+pub fn probe(base: &str, path: &str) -> io::Result<Response> {
+    request_within(base, "GET", path, &[], None, PROBE_TIMEOUT)
+}
+
+fn request_within(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> io::Result<Response> {
     let hostport = base
         .strip_prefix("http://")
         .unwrap_or(base)
@@ -64,9 +88,9 @@ pub fn request(
     let addr: SocketAddr = hostport.to_socket_addrs()?.next().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, format!("bad address {base}"))
     })?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
-    stream.set_write_timeout(Some(TIMEOUT))?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
 
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n");
     for (k, v) in headers {
@@ -95,6 +119,12 @@ pub fn request(
             Ok(n) => raw.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !raw.is_empty() => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{method} {base}{path}: no answer within {timeout:?}"),
+                ));
+            }
             Err(e) => return Err(e),
         }
         if response_complete(&raw) {

@@ -46,7 +46,7 @@ impl Fixture for Moto {
     }
 
     fn is_ready(&self) -> bool {
-        http::get(&self.addr, "/moto-api/data.json")
+        http::probe(&self.addr, "/moto-api/data.json")
             .map(|r| r.status == 200)
             .unwrap_or(false)
     }

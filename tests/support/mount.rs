@@ -148,3 +148,113 @@ pub async fn mount(
     let mut client = standin::connect(socket).await.expect("connect");
     Ok(client.mount(request).await?.into_inner().into())
 }
+
+/// The pod the Secrets Store Sync Controller runs in: every SecretSync's
+/// request carries this pod's name and UID (from the downward API,
+/// `SYNC_CONTROLLER_POD_NAME` / `SYNC_CONTROLLER_POD_UID`).
+#[derive(Clone)]
+pub struct SyncController {
+    pub pod_name: String,
+    pub pod_uid: String,
+}
+
+/// One SecretSync: its namespace, its `spec.serviceAccountName`, the
+/// parameters of the SecretProviderClass it names, and the tokens the
+/// controller requested for that ServiceAccount (one per
+/// `--token-request-audience`).
+#[derive(Clone)]
+pub struct SecretSync {
+    pub namespace: String,
+    pub service_account: String,
+    pub params: BTreeMap<String, String>,
+    pub tokens: Vec<(String, Token)>,
+}
+
+impl SyncController {
+    /// A `MountRequest` exactly as kubernetes-sigs/secrets-store-sync-controller
+    /// builds it (`prepareCSIProviderParams` in
+    /// internal/controller/secretsync_controller.go, `MountContent` in
+    /// pkg/provider/provider_client.go):
+    ///
+    /// * `attributes`: `json.Marshal` of the class's parameters plus
+    ///   `csi.storage.k8s.io/pod.name` and `pod.uid` (the controller's own
+    ///   pod), `pod.namespace` (the SecretSync's namespace),
+    ///   `serviceAccount.name` (the SecretSync's ServiceAccount) and, when
+    ///   the controller has audiences, `serviceAccount.tokens` (`json.Marshal`
+    ///   of `map[audience]TokenRequestStatus`). No `secretProviderClass`, no
+    ///   `ephemeral` attribute.
+    /// * `secrets`: `"{}"` (an empty map, marshalled).
+    /// * `permission`: `json.Marshal(os.FileMode(0644))` = `"420"`.
+    /// * `targetPath`: the fixed `/mnt/secrets-store`.
+    /// * `currentObjectVersion`: empty (the controller passes an empty map).
+    pub fn request(&self, sync: &SecretSync) -> MountRequest {
+        let mut map = sync.params.clone();
+        map.insert("csi.storage.k8s.io/pod.name".into(), self.pod_name.clone());
+        map.insert("csi.storage.k8s.io/pod.uid".into(), self.pod_uid.clone());
+        map.insert(
+            "csi.storage.k8s.io/pod.namespace".into(),
+            sync.namespace.clone(),
+        );
+        map.insert(
+            "csi.storage.k8s.io/serviceAccount.name".into(),
+            sync.service_account.clone(),
+        );
+        if !sync.tokens.is_empty() {
+            map.insert(
+                "csi.storage.k8s.io/serviceAccount.tokens".into(),
+                standin::tokens_json(&sync.tokens),
+            );
+        }
+        let value = serde_json::Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect(),
+        );
+        MountRequest {
+            attributes: String::from_utf8(coffer::gojson::to_vec(&value)).expect("UTF-8 JSON"),
+            secrets: "{}".into(),
+            target_path: "/mnt/secrets-store".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        }
+    }
+}
+
+impl SecretSync {
+    /// A SecretSync in `namespace` running as `service_account`, with the
+    /// class's `params`, and a fresh token for each of `audiences` as the
+    /// controller's TokenRequest returns it: 600 seconds, bound to no pod
+    /// (no `kubernetes.io.pod` claim).
+    pub fn new(
+        controller: &SyncController,
+        namespace: &str,
+        service_account: &str,
+        params: BTreeMap<String, String>,
+        audiences: &[&str],
+    ) -> SecretSync {
+        let tokens = audiences
+            .iter()
+            .map(|aud| {
+                let mut claims = jwt::sa_claims(
+                    namespace,
+                    service_account,
+                    &controller.pod_name,
+                    &controller.pod_uid,
+                    aud,
+                    jwt::now(),
+                    600,
+                );
+                if let Some(k8s) = claims["kubernetes.io"].as_object_mut() {
+                    k8s.remove("pod");
+                }
+                ((*aud).to_owned(), Token::new(jwt::sign_claims(&claims)))
+            })
+            .collect();
+        SecretSync {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            params,
+            tokens,
+        }
+    }
+}

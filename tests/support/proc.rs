@@ -24,11 +24,27 @@ pub const START_ATTEMPTS: usize = 3;
 /// check (moto).
 pub const PORT_CLASH: &[&str] = &["address already in use", "is in use by another program"];
 
-/// Removes the [`SCRUBBED_ENV_PREFIXES`] variables and `RUST_LOG` from `cmd`.
+/// Proxy settings, which all three HTTP stacks read (tests/proxy.rs sets
+/// them where it means to).
+const SCRUBBED_ENV: &[&str] = &[
+    "RUST_LOG",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
+/// Removes the [`SCRUBBED_ENV_PREFIXES`] and [`SCRUBBED_ENV`] variables from `cmd`.
 pub fn scrub_env(cmd: &mut Command) -> &mut Command {
     for (k, _) in std::env::vars_os() {
         let name = k.to_string_lossy();
-        if name == "RUST_LOG" || SCRUBBED_ENV_PREFIXES.iter().any(|p| name.starts_with(p)) {
+        if SCRUBBED_ENV.contains(&name.as_ref())
+            || SCRUBBED_ENV_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
             cmd.env_remove(&k);
         }
     }

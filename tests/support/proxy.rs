@@ -98,3 +98,113 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// An HTTP forward proxy, as `HTTPS_PROXY`/`HTTP_PROXY` name one: `CONNECT
+/// host:port` is tunnelled, an absolute-form request (`GET http://host/...`)
+/// is forwarded with the connection piped from then on. It records the
+/// target of every connection (`host:port`). 127.0.0.1 only; connections
+/// idle for 60 s are dropped, and dropping the proxy stops it.
+pub struct ForwardProxy {
+    pub url: String,
+    targets: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl ForwardProxy {
+    pub fn start() -> ForwardProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopped) = (targets.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let seen = seen.clone();
+                std::thread::spawn(move || {
+                    let _ = forward(client, &seen);
+                });
+            }
+        });
+        ForwardProxy {
+            url: format!("http://{addr}"),
+            targets,
+            stop,
+            addr,
+        }
+    }
+
+    /// `host:port` of every connection made through the proxy so far.
+    pub fn targets(&self) -> Vec<String> {
+        self.targets.lock().unwrap().clone()
+    }
+}
+
+impl Drop for ForwardProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+fn forward(mut client: std::net::TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let idle = Some(Duration::from_secs(60));
+    client.set_read_timeout(idle)?;
+    // The request head, at most 64 KiB.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 || client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let line = text.lines().next().unwrap_or_default().to_owned();
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (authority, rest) = if method == "CONNECT" {
+        (target.to_owned(), None)
+    } else if let Some(url) = target.strip_prefix("http://") {
+        let (host, path) = url.split_at(url.find('/').unwrap_or(url.len()));
+        let host = if host.contains(':') {
+            host.to_owned()
+        } else {
+            format!("{host}:80")
+        };
+        let path = if path.is_empty() { "/" } else { path };
+        (host, Some(text.replacen(target, path, 1)))
+    } else {
+        client.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")?;
+        return Ok(());
+    };
+    seen.lock().unwrap().push(authority.clone());
+    let mut upstream = match std::net::TcpStream::connect(&authority) {
+        Ok(u) => u,
+        Err(_) => {
+            client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n")?;
+            return Ok(());
+        }
+    };
+    upstream.set_read_timeout(idle)?;
+    match rest {
+        None => client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")?,
+        Some(origin_form) => upstream.write_all(origin_form.as_bytes())?,
+    }
+    let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+    Ok(())
+}

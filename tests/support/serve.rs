@@ -60,7 +60,7 @@ impl Fixture for Coffer {
 
     fn is_ready(&self) -> bool {
         self.providers.iter().all(|p| is_socket(&self.socket(p)))
-            && http::get(&self.health_addr, "/readyz")
+            && http::probe(&self.health_addr, "/readyz")
                 .map(|r| r.status == 200)
                 .unwrap_or(false)
     }

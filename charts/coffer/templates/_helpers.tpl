@@ -64,6 +64,11 @@ app.kubernetes.io/component: csi-provider
 {{- if and .Values.aws.enabled .Values.aws.kubeApi }}true{{ end }}
 {{- end }}
 
+{{/* repository@digest when image.digest is set, else repository:tag (default appVersion). */}}
 {{- define "coffer.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}

@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, env = "COFFER_AWS_POD_IDENTITY_ENDPOINT")]
     pub aws_pod_identity_endpoint: Option<String>,
     /// Timeout of one call to the EKS Pod Identity agent.
-    #[arg(long, env = "COFFER_AWS_POD_IDENTITY_TIMEOUT", default_value = "5s", value_parser = crate::cli::parse_duration)]
+    #[arg(long, visible_alias = "pod-identity-http-timeout", env = "COFFER_AWS_POD_IDENTITY_TIMEOUT", default_value = "5s", value_parser = crate::cli::parse_duration)]
     pub aws_pod_identity_timeout: Duration,
     /// Read ServiceAccount role annotations and the node's region label from the Kubernetes API.
     #[arg(long, env = "COFFER_AWS_KUBE_API", default_value_t = true, action = clap::ArgAction::Set)]

@@ -13,7 +13,7 @@ use super::error::{Error, Failure, what};
 use super::identity::Auth;
 use super::params::{Kind, Spc};
 use super::{Inner, jmes};
-use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext};
+use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext, Fetched as Content};
 use crate::secret::SecretBytes;
 
 /// AWS calls in flight for one mount and region.
@@ -32,10 +32,7 @@ impl Fetch for AwsFetch {
         clippy::indexing_slicing,
         reason = "indices range over 0..len of the vectors they index (one slot per object)"
     )]
-    async fn fetch(
-        &self,
-        ctx: &FetchContext<'_>,
-    ) -> Result<Vec<SecretBytes>, crate::backend::Error> {
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Content>, crate::backend::Error> {
         let spc = &*self.spc;
         let region = match &spc.region {
             Some(r) => r.clone(),
@@ -156,6 +153,10 @@ impl Fetch for AwsFetch {
         for (o, v) in spc.objects.iter().zip(values) {
             let bytes = match v {
                 Some(Ok(b)) => b,
+                Some(Err(e)) if o.optional && not_found(&e) => {
+                    out.extend((0..=o.jmes.len()).map(|_| Content::Absent));
+                    continue;
+                }
                 Some(Err(e)) => {
                     errors.push(e);
                     continue;
@@ -168,30 +169,42 @@ impl Fetch for AwsFetch {
                     continue;
                 }
             };
+            let jmes_error = |source| Error::Jmes {
+                what: what(o.kind),
+                object: o.name.clone(),
+                source,
+            };
+            if o.jmes.is_empty() && !o.all_keys {
+                out.push(Content::File(bytes));
+                continue;
+            }
+            if o.all_keys {
+                match jmes::keys(&o.name, bytes.expose()) {
+                    Ok(keys) => out.push(Content::Keys(
+                        keys.into_iter()
+                            .map(|(k, v)| (k, SecretBytes::new(v)))
+                            .collect(),
+                    )),
+                    Err(source) => errors.push(jmes_error(source)),
+                }
+            }
             if o.jmes.is_empty() {
-                out.push(bytes);
                 continue;
             }
             let json = match jmes::parse(&o.name, bytes.expose()) {
                 Ok(j) => j,
                 Err(source) => {
-                    errors.push(Error::Jmes {
-                        what: what(o.kind),
-                        object: o.name.clone(),
-                        source,
-                    });
+                    errors.push(jmes_error(source));
                     continue;
                 }
             };
-            out.push(bytes);
+            if !o.all_keys {
+                out.push(Content::File(bytes));
+            }
             for j in &o.jmes {
                 match jmes::extract(&json, &j.path, &j.alias) {
-                    Ok(b) => out.push(SecretBytes::new(b)),
-                    Err(source) => errors.push(Error::Jmes {
-                        what: what(o.kind),
-                        object: o.name.clone(),
-                        source,
-                    }),
+                    Ok(b) => out.push(Content::File(SecretBytes::new(b))),
+                    Err(source) => errors.push(jmes_error(source)),
                 }
             }
         }
@@ -200,6 +213,15 @@ impl Fetch for AwsFetch {
             1 => Err(errors.remove(0).into()),
             _ => Err(Error::Objects(errors).into()),
         }
+    }
+}
+
+/// Whether an object's failure means it does not exist: NotFound, and in
+/// both regions when the failover region was asked too.
+fn not_found(e: &Error) -> bool {
+    match e {
+        Error::Failover { primary, failover } => not_found(primary) && not_found(failover),
+        other => other.kind() == ErrorKind::NotFound,
     }
 }
 

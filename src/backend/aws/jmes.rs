@@ -30,6 +30,10 @@ pub const MAX_OPERATORS: usize = 64;
 pub enum JmesError {
     #[error("Invalid JSON used with jmesPath in secret: {object}.")]
     NotJson { object: String },
+    #[error(
+        "allKeys: the value of {object} is not a JSON object, so it has no keys to write as files."
+    )]
+    NotObject { object: String },
     #[error("Invalid JMES Path: {path}.")]
     InvalidPath { path: String },
     #[error("JMES Path {path} is too complex: {reason}")]
@@ -47,6 +51,26 @@ pub fn parse(object: &str, value: &[u8]) -> Result<serde_json::Value, JmesError>
     serde_json::from_slice(value).map_err(|_| JmesError::NotJson {
         object: object.to_owned(),
     })
+}
+
+/// Every key of a JSON object value (`allKeys`), sorted: strings as text,
+/// other values as JSON (as jmesPath files are written).
+pub fn keys(object: &str, value: &[u8]) -> Result<Vec<(String, Vec<u8>)>, JmesError> {
+    let not_object = || JmesError::NotObject {
+        object: object.to_owned(),
+    };
+    let json = parse(object, value).map_err(|_| not_object())?;
+    let map = json.as_object().ok_or_else(not_object)?;
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let bytes = match value {
+            serde_json::Value::String(s) => s.as_bytes().to_vec(),
+            other => serde_json::to_vec(other).map_err(|_| not_object())?,
+        };
+        out.push((key.clone(), bytes));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// `path` shortened for messages: a refused expression may be huge.
@@ -190,6 +214,33 @@ mod tests {
 
     const DOC: &str = r#"{"username":"app","password":"pw","port":5432,"tls":true,"ratio":0.5,
         "api-key":"k","nested":{"a":{"b":"deep"}},"list":["x","y"],"none":null}"#;
+
+    #[test]
+    fn all_keys_of_a_json_object_sorted_strings_raw() {
+        let keys = keys("s", br#"{"user":"app","port":5432,"nested":{"a":1}}"#).unwrap();
+        let keys: Vec<(&str, &[u8])> = keys
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("nested", &br#"{"a":1}"#[..]),
+                ("port", &b"5432"[..]),
+                ("user", &b"app"[..])
+            ]
+        );
+        for bad in [&b"plain text"[..], b"[1,2]", b"\"str\""] {
+            assert_eq!(
+                keys_err(bad),
+                "allKeys: the value of s is not a JSON object, so it has no keys to write as files."
+            );
+        }
+    }
+
+    fn keys_err(value: &[u8]) -> String {
+        keys("s", value).unwrap_err().to_string()
+    }
 
     #[test]
     fn strings_are_raw_and_everything_else_is_json() {

@@ -106,6 +106,8 @@ impl Backend for AwsBackend {
                 mode: o.mode,
                 config: o.config(&spc),
                 template_only: o.template_only,
+                all_keys: o.all_keys,
+                optional: o.optional,
             });
             for j in &o.jmes {
                 if let Err(source) = jmes::validate(&j.path) {
@@ -120,7 +122,8 @@ impl Backend for AwsBackend {
                     path: j.file.clone(),
                     mode: j.mode,
                     config: o.jmes_config(&spc, j),
-                    template_only: false,
+                    optional: o.optional,
+                    ..Default::default()
                 });
             }
         }
@@ -145,6 +148,9 @@ impl Inner {
     pub(crate) async fn base(&self) -> &SdkConfig {
         self.base
             .get_or_init(|| async {
+                // The SDK's default HTTPS client: with this behavior version
+                // it honours HTTPS_PROXY / HTTP_PROXY / NO_PROXY
+                // (docs/operations.md#proxies, tests/proxy.rs).
                 let mut loader = aws_config::defaults(BehaviorVersion::latest())
                     .no_credentials()
                     .region(Region::from_static("us-east-1"));

@@ -14,31 +14,35 @@ use super::tls::{FilePolicy, Tls};
 #[group(skip)]
 pub struct Args {
     /// Default Vault/OpenBao address for SecretProviderClasses without vaultAddress.
-    #[arg(long, env = "VAULT_ADDR")]
+    #[arg(long, visible_alias = "openbao-addr", env = "VAULT_ADDR")]
     pub vault_addr: Option<String>,
     /// Default auth mount path (kubernetes or jwt method) for SecretProviderClasses without vaultAuthMountPath.
-    #[arg(long, env = "COFFER_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
+    #[arg(long, visible_aliases = ["vault-mount", "openbao-mount"], env = "COFFER_VAULT_AUTH_MOUNT", default_value = "kubernetes")]
     pub vault_auth_mount: String,
     /// Default Vault namespace (Enterprise / OpenBao namespaces).
-    #[arg(long, env = "VAULT_NAMESPACE")]
+    #[arg(long, visible_alias = "openbao-namespace", env = "VAULT_NAMESPACE")]
     pub vault_namespace: Option<String>,
     /// Default CA certificate file (PEM) to verify Vault's TLS certificate.
-    #[arg(long, env = "VAULT_CACERT")]
+    #[arg(long, visible_aliases = ["vault-tls-ca-cert", "openbao-tls-ca-cert"], env = "VAULT_CACERT")]
     pub vault_ca_cert: Option<String>,
     /// Default directory of CA certificates (PEM); ignored when --vault-ca-cert is set.
-    #[arg(long, env = "VAULT_CAPATH")]
+    #[arg(long, visible_aliases = ["vault-tls-ca-directory", "openbao-tls-ca-directory"], env = "VAULT_CAPATH")]
     pub vault_ca_path: Option<String>,
     /// Default name to verify Vault's certificate against (instead of the address's host).
-    #[arg(long, env = "VAULT_TLS_SERVER_NAME")]
+    #[arg(
+        long,
+        visible_alias = "openbao-tls-server-name",
+        env = "VAULT_TLS_SERVER_NAME"
+    )]
     pub vault_tls_server_name: Option<String>,
     /// Default client certificate (PEM) for mutual TLS with Vault.
-    #[arg(long, env = "VAULT_CLIENT_CERT", requires = "vault_client_key")]
+    #[arg(long, visible_aliases = ["vault-tls-client-cert", "openbao-tls-client-cert"], env = "VAULT_CLIENT_CERT", requires = "vault_client_key")]
     pub vault_client_cert: Option<String>,
     /// Default client key (PEM) for mutual TLS with Vault.
-    #[arg(long, env = "VAULT_CLIENT_KEY", requires = "vault_client_cert")]
+    #[arg(long, visible_aliases = ["vault-tls-client-key", "openbao-tls-client-key"], env = "VAULT_CLIENT_KEY", requires = "vault_client_cert")]
     pub vault_client_key: Option<String>,
-    /// Skip verification of Vault's certificate (testing only).
-    #[arg(long, env = "VAULT_SKIP_VERIFY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false")]
+    /// Skip verification of Vault's certificate (testing only); `--vault-skip-verify` or `--vault-skip-verify=true|false`.
+    #[arg(long, visible_aliases = ["vault-tls-skip-verify", "openbao-tls-skip-verify"], env = "VAULT_SKIP_VERIFY", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, require_equals = true, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub vault_skip_verify: bool,
     /// Most cached Vault logins, and most cached dynamic responses (leases, certificates).
     #[arg(long, env = "COFFER_CACHE_SIZE", default_value_t = 1000)]

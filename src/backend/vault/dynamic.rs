@@ -1,7 +1,14 @@
-//! Reuse of dynamic responses (leases, PKI certificates) per pod: the
-//! driver's republish every minute must not issue a new certificate each
-//! time. A response is reused while less than two thirds of its lifetime
-//! has passed; static data (KV) is always read fresh.
+//! Reuse of dynamic responses (leases, PKI certificates) per pod and
+//! identity: the driver's republish every minute must not issue a new
+//! certificate each time. A response is reused while less than two thirds
+//! of its lifetime has passed; static data (KV) is always read fresh.
+//!
+//! The pod UID alone is not an identity: the Secrets Store Sync Controller
+//! sends its own pod's UID for every SecretSync, each with its own
+//! ServiceAccount. So the key also holds the ServiceAccount token's subject
+//! (`system:serviceaccount:<namespace>:<name>`), which Vault checked at
+//! the login that precedes every read of the mount (a cached login is kept
+//! per exact token); a token without a subject is keyed by its digest.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +23,33 @@ use crate::secret::SecretBytes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResponseKey {
-    pub pod_uid: String,
+    pub owner: Owner,
     pub connection: Connection,
     pub request: Request,
+}
+
+/// Whose a kept response is: the pod, and who it is to Vault.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub pod_uid: String,
+    /// The token's subject, else (no `sub` claim) the token's SHA-256.
+    pub identity: String,
+}
+
+impl Owner {
+    pub fn new(pod_uid: &str, subject: Option<&str>, token: &crate::secret::Token) -> Self {
+        let identity = match subject {
+            Some(s) if !s.is_empty() => format!("sub:{s}"),
+            _ => {
+                let hex: String = token.digest().iter().map(|b| format!("{b:02x}")).collect();
+                format!("token:{hex}")
+            }
+        };
+        Self {
+            pod_uid: pod_uid.to_owned(),
+            identity,
+        }
+    }
 }
 
 /// Dynamic responses kept as bytes (zeroed on drop).
@@ -95,4 +126,28 @@ pub fn lifetime(method: Method, response: &Value) -> Option<Duration> {
         });
     }
     (lease > 0).then(|| Duration::from_secs(lease))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Token;
+
+    #[test]
+    fn one_pod_uid_with_two_service_accounts_is_two_owners() {
+        let (t1, t2) = (Token::new("t1".into()), Token::new("t2".into()));
+        let uid = "controller-uid";
+        let a = Owner::new(uid, Some("system:serviceaccount:team-a:app"), &t1);
+        let b = Owner::new(uid, Some("system:serviceaccount:team-b:app"), &t2);
+        assert_ne!(a, b);
+        // A rotated token of the same ServiceAccount keeps its responses.
+        assert_eq!(
+            a,
+            Owner::new(uid, Some("system:serviceaccount:team-a:app"), &t2)
+        );
+        // Without a subject, only the same token is the same owner.
+        assert_ne!(Owner::new(uid, None, &t1), Owner::new(uid, None, &t2));
+        assert_eq!(Owner::new(uid, Some(""), &t1), Owner::new(uid, None, &t1));
+        assert!(!Owner::new(uid, None, &t1).identity.contains("t1"));
+    }
 }

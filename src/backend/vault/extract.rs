@@ -43,6 +43,37 @@ pub fn extract(object: &Object, response: &Value) -> Result<Vec<u8>, ExtractErro
                 key: key.to_owned(),
                 path: object.path.clone(),
             })?;
+    encode(object, key, value)
+}
+
+/// Every key of the secret's data (`allKeys`), sorted: the same rules as a
+/// `secretKey` for each value (KV v2 unwrap, strings raw, other JSON as Go
+/// writes it, then the encoding).
+pub fn extract_keys(
+    object: &Object,
+    response: &Value,
+) -> Result<Vec<(String, Vec<u8>)>, ExtractError> {
+    let map = match response.get("data") {
+        Some(Value::Object(data)) => match data.get("data") {
+            Some(Value::Object(inner)) => inner,
+            _ => data,
+        },
+        _ => {
+            return Err(ExtractError::NoData {
+                path: object.path.clone(),
+            });
+        }
+    };
+    let mut out = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        out.push((key.clone(), encode(object, key, value)?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// One value's bytes: strings raw, other JSON as Go writes it, then decoded.
+fn encode(object: &Object, key: &str, value: &Value) -> Result<Vec<u8>, ExtractError> {
     let raw = match value {
         Value::String(s) => s.as_bytes().to_vec(),
         other => gojson::to_vec(other),
@@ -167,7 +198,46 @@ mod tests {
             encoding,
             mode: None,
             template_only: false,
+            all_keys: false,
+            optional: false,
         }
+    }
+
+    #[test]
+    fn all_keys_take_every_key_with_the_same_rules() {
+        let mut all = object(None, Encoding::Utf8);
+        all.all_keys = true;
+        let kv2 = json!({"data": {"data": {"user": "u", "n": 10, "j": {"b": 1, "a": "<"}}, "metadata": {"version": 3}}});
+        let keys = extract_keys(&all, &kv2).unwrap();
+        assert_eq!(
+            keys,
+            [
+                ("j".to_owned(), br#"{"a":"\u003c","b":1}"#.to_vec()),
+                ("n".to_owned(), b"10".to_vec()),
+                ("user".to_owned(), b"u".to_vec())
+            ]
+        );
+        let kv1 = json!({"data": {"user": "u1", "data": "not-a-map"}});
+        let names: Vec<String> = extract_keys(&all, &kv1)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(names, ["data", "user"]);
+        assert!(matches!(
+            extract_keys(&all, &json!({"data": null})),
+            Err(ExtractError::NoData { .. })
+        ));
+        all.encoding = Encoding::Base64;
+        let b64 = json!({"data": {"data": {"a": "aGVsbG8=", "bad": "%%"}}});
+        let err = extract_keys(&all, &b64).unwrap_err();
+        assert_eq!(
+            err,
+            ExtractError::Decode {
+                key: "bad".into(),
+                encoding: "base64"
+            }
+        );
     }
 
     #[test]

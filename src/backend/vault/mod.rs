@@ -31,7 +31,7 @@ pub use self::error::Error;
 use self::login::{LoginKey, Logins};
 use self::params::{Connection, Defaults, Dialect, Spc};
 use super::support::timed;
-use super::{Backend, Fetch, FetchContext, Plan, PlannedFile};
+use super::{Backend, BackendError, ErrorKind, Fetch, FetchContext, Fetched, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::request::Parameters;
 use crate::secret::{SecretBytes, Token};
@@ -122,6 +122,8 @@ impl Backend for VaultBackend {
                 mode: o.mode,
                 config: format!("{}|server:{server}", o.config()),
                 template_only: o.template_only,
+                all_keys: o.all_keys,
+                optional: o.optional,
             })
             .collect();
         Ok(Plan {
@@ -147,7 +149,7 @@ impl Fetch for VaultFetch {
         clippy::indexing_slicing,
         reason = "indices come from 0..len of `requests`/`results` and from `index_of`, built from `requests` positions"
     )]
-    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<SecretBytes>, super::Error> {
+    async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, super::Error> {
         let conn = &self.spc.connection;
         let client = self.inner.clients.get(conn).await?;
         let key = LoginKey {
@@ -174,14 +176,16 @@ impl Fetch for VaultFetch {
 
         let logins = &self.inner.logins;
         let (token, cached) = logins.token(&key, &client, ctx.token).await?;
-        let pod_uid = ctx.pod.uid.as_str();
+        // Dynamic responses are reused per pod *and* identity: the Sync
+        // Controller sends one pod UID (its own) for every SecretSync.
+        let owner = &dynamic::Owner::new(&ctx.pod.uid, ctx.claims.subject.as_deref(), ctx.token);
         let limit = self.inner.config.parallel_reads.max(1);
         let (inner, client_ref, token_ref, requests_ref) =
             (&self.inner, &*client, &token, &requests);
         let mut results: Vec<Result<Value, Error>> = stream::iter(0..requests.len())
             .map(move |i| {
                 let (request, object) = &requests_ref[i];
-                inner.read_reusing(pod_uid, client_ref, conn, token_ref, request, object)
+                inner.read_reusing(owner, client_ref, conn, token_ref, request, object)
             })
             .buffered(limit)
             .collect()
@@ -198,39 +202,60 @@ impl Fetch for VaultFetch {
                 if matches!(results[i], Err(Error::Read { code: 403, .. })) {
                     results[i] = self
                         .inner
-                        .read_reusing(pod_uid, &client, conn, &fresh, request, object)
+                        .read_reusing(owner, &client, conn, &fresh, request, object)
                         .await;
                 }
             }
         }
-        let mut responses = Vec::with_capacity(results.len());
-        for result in results {
-            responses.push(result?);
+        // Per object, in plan order: the first failure fails the mount,
+        // except NotFound on an optional object, which leaves it out.
+        let mut out = Vec::with_capacity(self.spc.objects.len());
+        for (object, idx) in self.spc.objects.iter().zip(index_of) {
+            let response = match &results[idx] {
+                Ok(v) => v,
+                Err(e) if object.optional && e.kind() == ErrorKind::NotFound => {
+                    out.push(Fetched::Absent);
+                    continue;
+                }
+                #[expect(clippy::unwrap_used, reason = "this arm matched an Err at `idx`")]
+                Err(_) => return Err(results.swap_remove(idx).unwrap_err().into()),
+            };
+            let extracted = if object.all_keys {
+                extract::extract_keys(object, response).map(|keys| {
+                    Fetched::Keys(
+                        keys.into_iter()
+                            .map(|(k, v)| (k, SecretBytes::new(v)))
+                            .collect(),
+                    )
+                })
+            } else {
+                extract::extract(object, response).map(|v| Fetched::File(SecretBytes::new(v)))
+            };
+            let error = match extracted {
+                Ok(fetched) => {
+                    out.push(fetched);
+                    continue;
+                }
+                Err(source) => Error::Extract {
+                    object: object.name.clone(),
+                    source,
+                },
+            };
+            if object.optional && error.kind() == ErrorKind::NotFound {
+                out.push(Fetched::Absent);
+            } else {
+                return Err(error.into());
+            }
         }
-        self.spc
-            .objects
-            .iter()
-            .zip(index_of)
-            .map(|(object, idx)| {
-                extract::extract(object, &responses[idx])
-                    .map(SecretBytes::new)
-                    .map_err(|source| {
-                        Error::Extract {
-                            object: object.name.clone(),
-                            source,
-                        }
-                        .into()
-                    })
-            })
-            .collect()
+        Ok(out)
     }
 }
 
 impl Inner {
-    /// Reads, reusing a dynamic response of the same pod and request.
+    /// Reads, reusing a dynamic response of the same pod, identity and request.
     async fn read_reusing(
         &self,
-        pod_uid: &str,
+        owner: &dynamic::Owner,
         client: &VaultHttp,
         conn: &Connection,
         token: &Token,
@@ -238,7 +263,7 @@ impl Inner {
         object: &str,
     ) -> Result<Value, Error> {
         let key = ResponseKey {
-            pod_uid: pod_uid.to_owned(),
+            owner: owner.clone(),
             connection: conn.clone(),
             request: request.clone(),
         };

@@ -167,14 +167,21 @@ pub struct Object {
     pub mode: Option<u32>,
     /// Fetched for templates only, not written as a file (coffer extension).
     pub template_only: bool,
+    /// `allKeys: true`: one file per key of the secret's data, under a
+    /// directory named `name` (coffer extension).
+    pub all_keys: bool,
+    /// `optional: true`: a secret or key that does not exist leaves the
+    /// object out instead of failing the mount (coffer extension).
+    pub optional: bool,
 }
 
 impl Object {
     /// The secret-free description that goes into the object version.
     pub fn config(&self) -> String {
         let query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let all_keys = if self.all_keys { "|allKeys" } else { "" };
         format!(
-            "vault|{}|{}|{}|{}|{}|{:?}|{:?}",
+            "vault|{}|{}|{}|{}|{}|{:?}|{:?}{all_keys}",
             self.method.as_str(),
             self.path,
             query.join("&"),
@@ -405,6 +412,10 @@ struct RawObject {
     file_permission: Option<serde_yaml::Value>,
     #[serde(default)]
     template_only: Option<bool>,
+    #[serde(default)]
+    all_keys: Option<bool>,
+    #[serde(default)]
+    optional: Option<bool>,
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_yaml::Value>,
 }
@@ -453,7 +464,7 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
             reason,
         };
         for key in raw.unknown.keys() {
-            warnings.push(format!("object {name:?}: unknown key {key:?} is ignored (the known keys are objectName, secretPath, secretKey, method, secretArgs, encoding, filePermission, templateOnly)"));
+            warnings.push(format!("object {name:?}: unknown key {key:?} is ignored (the known keys are objectName, secretPath, secretKey, method, secretArgs, encoding, filePermission, templateOnly, allKeys, optional)"));
         }
         let (path, query) =
             normalise_path(raw.secret_path.as_deref().unwrap_or("")).map_err(bad)?;
@@ -506,7 +517,13 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
                 }
             },
         };
-        if key.is_none() && encoding != Encoding::Utf8 {
+        let all_keys = raw.all_keys.unwrap_or(false);
+        if all_keys && key.is_some() {
+            return Err(bad(
+                "allKeys and secretKey cannot be used together: allKeys writes every key of the secret as its own file".into(),
+            ));
+        }
+        if key.is_none() && !all_keys && encoding != Encoding::Utf8 {
             warnings.push(format!("object {name:?}: encoding applies only with secretKey; the whole response is written as JSON"));
         }
         if let Some(m) = mode
@@ -526,6 +543,8 @@ pub fn parse_objects(yaml: &str) -> Result<(Vec<Object>, Vec<String>), Error> {
             encoding,
             mode,
             template_only: raw.template_only.unwrap_or(false),
+            all_keys,
+            optional: raw.optional.unwrap_or(false),
         });
     }
     let mut seen = BTreeMap::new();
@@ -619,6 +638,39 @@ mod tests {
     }
 
     const OBJECTS: &str = "- objectName: db-password\n  secretPath: secret/data/db\n  secretKey: password\n  filePermission: 0600\n";
+
+    #[test]
+    fn all_keys_and_optional_are_known_fields() {
+        let (objects, warnings) = parse_objects(
+            "- {objectName: db, secretPath: secret/data/db, allKeys: true, optional: true}\n- {objectName: x, secretPath: secret/data/x, secretKey: k}\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(objects[0].all_keys && objects[0].optional);
+        assert!(!objects[1].all_keys && !objects[1].optional);
+        // allKeys is part of the definition (versions), optional is not.
+        let mut plain = objects[0].clone();
+        plain.all_keys = false;
+        plain.optional = false;
+        assert_ne!(plain.config(), objects[0].config());
+        plain.all_keys = true;
+        assert_eq!(plain.config(), objects[0].config());
+        let err = parse_objects(
+            "- {objectName: db, secretPath: secret/data/db, secretKey: k, allKeys: true}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("allKeys and secretKey cannot be used together"),
+            "{err}"
+        );
+        // encoding applies to every key: no warning.
+        let (_, warnings) = parse_objects(
+            "- {objectName: db, secretPath: secret/data/db, allKeys: true, encoding: base64}\n",
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
 
     #[test]
     fn parses_hashicorp_names_with_defaults() {

@@ -98,6 +98,12 @@ pub struct Object {
     pub failover: Option<Failover>,
     /// `templateOnly: true`: fetched for templates, not a file of its own (coffer extension).
     pub template_only: bool,
+    /// `allKeys: true`: the value is a JSON object; one file per key under
+    /// a directory named `file` (coffer extension).
+    pub all_keys: bool,
+    /// `optional: true`: a secret or parameter that does not exist leaves
+    /// the object (and its jmesPath files) out (coffer extension).
+    pub optional: bool,
 }
 
 impl Object {
@@ -127,8 +133,9 @@ impl Object {
                 )
             })
             .unwrap_or_default();
+        let all_keys = if self.all_keys { "|allKeys" } else { "" };
         format!(
-            "aws|{}|{}|{}|{}|{}|{}|{}|{:?}",
+            "aws|{}|{}|{}|{}|{}|{}|{}|{:?}{all_keys}",
             self.kind.as_str(),
             self.name,
             self.version.as_deref().unwrap_or(""),
@@ -337,6 +344,27 @@ mod tests {
 
     const SM: &str = "arn:aws:secretsmanager:us-west-2:123456789012:secret:db-AbCdEf";
     const SSM: &str = "arn:aws:ssm:us-west-2:123456789012:parameter/app/key";
+
+    #[test]
+    fn all_keys_and_optional_are_known_fields() {
+        let mut w = Vec::new();
+        let o = parse_objects(
+            "- {objectName: db, objectType: secretsmanager, allKeys: true, Optional: \"true\"}\n- {objectName: p, objectType: ssmparameter}\n",
+            Some('_'),
+            Some("us-west-2"),
+            None,
+            &mut w,
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert!(o[0].all_keys && o[0].optional);
+        assert!(!o[1].all_keys && !o[1].optional);
+        let e = err("- {objectName: db, objectType: secretsmanager, optional: maybe}\n");
+        assert!(
+            e.contains("objects[0].optional must be true or false"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn type_comes_from_the_arn() {

@@ -19,6 +19,8 @@ pub(super) struct RawObject {
     pub(super) jmes: Vec<RawJmes>,
     pub(super) failover: Option<RawFailover>,
     pub(super) template_only: bool,
+    pub(super) all_keys: bool,
+    pub(super) optional: bool,
 }
 
 #[derive(Debug, Default)]
@@ -49,6 +51,16 @@ fn scalar(v: &Value, at: &str) -> Result<String, Error> {
         Value::Number(n) => Ok(n.to_string()),
         Value::Tagged(t) => scalar(&t.value, at),
         Value::Sequence(_) | Value::Mapping(_) => Err(load_error(format!("{at} must be a string"))),
+    }
+}
+
+/// A coffer extension's switch: `true`/`false`, also as a string.
+fn boolean(v: &Value, at: &str) -> Result<bool, Error> {
+    match v {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        _ => Err(load_error(format!("{at} must be true or false"))),
     }
 }
 
@@ -97,14 +109,9 @@ pub(super) fn raw_object(
             }
             "objecttype" => o.object_type = scalar(value, &field("objectType"))?,
             "filepermission" => o.file_permission = scalar(value, &field("filePermission"))?,
-            "templateonly" => {
-                o.template_only = match value {
-                    Value::Bool(b) => *b,
-                    Value::String(s) if s.eq_ignore_ascii_case("true") => true,
-                    Value::String(s) if s.eq_ignore_ascii_case("false") => false,
-                    _ => return Err(load_error(format!("{} must be true or false", field("templateOnly")))),
-                }
-            }
+            "templateonly" => o.template_only = boolean(value, &field("templateOnly"))?,
+            "allkeys" => o.all_keys = boolean(value, &field("allKeys"))?,
+            "optional" => o.optional = boolean(value, &field("optional"))?,
             "jmespath" => {
                 o.jmes.clear();
                 match value {
@@ -162,7 +169,7 @@ pub(super) fn raw_object(
                 o.failover = Some(f);
             }
             _ => warnings.push(format!(
-                "{at}: unknown key {key:?} is ignored (known: objectName, objectType, objectAlias, objectVersion, objectVersionLabel, filePermission, jmesPath, failoverObject, templateOnly)"
+                "{at}: unknown key {key:?} is ignored (known: objectName, objectType, objectAlias, objectVersion, objectVersionLabel, filePermission, jmesPath, failoverObject, templateOnly, allKeys, optional)"
             )),
         }
     }

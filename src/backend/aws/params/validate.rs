@@ -222,6 +222,8 @@ fn validate(
         jmes,
         failover,
         template_only,
+        all_keys: raw.all_keys,
+        optional: raw.optional,
     })
 }
 
