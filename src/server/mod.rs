@@ -353,7 +353,7 @@ mod tests {
         assert!(status.message().contains("a bug"), "{}", status.message());
         let text = metrics.encode();
         assert!(text.contains("coffer_mounts_in_flight 0"), "{text}");
-        assert!(text.contains("code=\"INTERNAL\""), "{text}");
+        assert!(text.contains("code=\"Internal\""), "{text}");
     }
 
     #[test]
