@@ -611,6 +611,27 @@ def main():
 
     c.check("template --set providers={vault,openbao,aws}: three --provider args", three_providers)
 
+    def tenant_policy():
+        r = c.template()
+        eq(r.flag("tls-file-dir"), ["/etc/coffer", "/etc/ssl", "/etc/pki"], "default --tls-file-dir")
+        eq(r.flag("vault-allow-http"), [], "no --vault-allow-http by default")
+        eq(r.flag("vault-allowed-address"), [], "no --vault-allowed-address by default")
+        r = c.template("--set", "extraVolumes[0].name=ca", "--set", "extraVolumes[0].emptyDir.medium=Memory",
+                       "--set", "extraVolumeMounts[0].name=ca", "--set", "extraVolumeMounts[0].mountPath=/etc/team-ca",
+                       "--set", "vault.allowedAddresses={https://vault.corp:8200}",
+                       "--set", "vault.allowHttp=false", "--set", "vault.allowSkipVerify=false")
+        eq(r.flag("tls-file-dir"), ["/etc/coffer", "/etc/ssl", "/etc/pki", "/etc/team-ca"], "--tls-file-dir with a mount")
+        eq(r.flag("vault-allowed-address"), ["https://vault.corp:8200"], "--vault-allowed-address")
+        eq(r.flag("vault-allow-http"), ["false"], "--vault-allow-http")
+        eq(r.flag("vault-allow-skip-verify"), ["false"], "--vault-allow-skip-verify")
+        r = c.template("--set", "tlsFileDirs={/srv/tls}")
+        eq(r.flag("tls-file-dir"), ["/srv/tls"], "--tls-file-dir from tlsFileDirs")
+        r = c.template("--set-json", "tlsFileDirs=[]")
+        eq(r.flag("tls-file-dir"), [], "tlsFileDirs=[]: any directory")
+        everywhere(r)
+
+    c.check("template tenant policy: --tls-file-dir defaults and the vault.allow* values", tenant_policy)
+
     def vault_only():
         r = c.template("--set", "providers={vault,openbao}", "--set", "vault.address=https://vault:8200",
                        "--set", "vault.caCert.secret=vault-tls", "--set", "vault.skipVerify=true")

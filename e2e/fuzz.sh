@@ -30,13 +30,15 @@ max_len() {
     case $1 in
         authority) echo 65536 ;;
         mount_request | spc_manifest | file_paths) echo 16384 ;;
+        jmes_path | yaml_depth) echo 65536 ;;
         *) echo 8192 ;;
     esac
 }
 dict() {
     case $1 in
         mount_request | tokens | vault_extract) echo fuzz/dicts/json.dict ;;
-        vault_objects | spc_manifest) echo fuzz/dicts/yaml.dict ;;
+        vault_objects | spc_manifest | yaml_depth) echo fuzz/dicts/yaml.dict ;;
+        jmes_path) echo fuzz/dicts/jmes.dict ;;
         file_paths) echo fuzz/dicts/paths.dict ;;
         authority) echo fuzz/dicts/http2.dict ;;
     esac

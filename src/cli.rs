@@ -64,7 +64,7 @@ fn go_style_flags(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
                 if !rest
                     && t.len() > 2
                     && t.starts_with('-')
-                    && t.as_bytes()[1].is_ascii_alphabetic() =>
+                    && t.as_bytes().get(1).is_some_and(u8::is_ascii_alphabetic) =>
             {
                 out.push(format!("-{t}").into());
             }

@@ -6,6 +6,13 @@
 //! side, for `coffer mount`; [`check`] validates manifests offline.
 
 #![forbid(unsafe_code)]
+// Nothing a SecretProviderClass or a backend sends may panic the process:
+// no unwrap, expect or unchecked indexing outside tests. Each remaining
+// exception is an `#[expect]` with its reason.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod backend;
 pub mod check;

@@ -118,6 +118,16 @@ impl Collector for ProcessCollector {
     }
 }
 
+/// One mount in `coffer_mounts_in_flight`, for as long as it lives.
+#[must_use = "the mount is counted only while the guard lives"]
+pub struct InFlight(Gauge<i64, std::sync::atomic::AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// All of coffer's metrics and their registry.
 pub struct Metrics {
     registry: Registry,
@@ -218,12 +228,14 @@ impl Metrics {
         }
     }
 
-    pub fn mount_started(&self) {
+    /// Counts a mount in flight until the guard drops: also when the mount
+    /// panics or the client goes away and its future is dropped.
+    pub fn mount_started(&self) -> InFlight {
         self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     pub fn mount_finished(&self, provider: &str, code: tonic::Code, elapsed: Duration) {
-        self.in_flight.dec();
         self.mounts
             .get_or_create(&MountLabels {
                 provider: provider.to_owned(),
@@ -335,8 +347,10 @@ mod tests {
     #[test]
     fn exposition_has_every_family() {
         let m = Metrics::new();
-        m.mount_started();
+        let in_flight = m.mount_started();
+        assert!(m.encode().contains("coffer_mounts_in_flight 1"));
         m.mount_finished("coffer", tonic::Code::Ok, Duration::from_millis(3));
+        drop(in_flight);
         m.backend_request("vault", "login", "ok", Duration::from_millis(1));
         m.credential_cache("aws", "hit");
         let text = m.encode();

@@ -183,20 +183,47 @@ fn decode_claims(audience: &str, token: &Token) -> Result<TokenClaims, Error> {
         sub: Option<String>,
         exp: Option<i64>,
     }
-    let data = jsonwebtoken::dangerous::insecure_decode::<Claims>(token.expose()).map_err(|e| {
-        Error::NotAJwt {
-            audience: audience.to_owned(),
-            // jsonwebtoken's messages describe the structure, never the token.
-            reason: e.to_string(),
-        }
+    let claims: Claims = unverified_claims(token.expose()).map_err(|reason| Error::NotAJwt {
+        audience: audience.to_owned(),
+        reason,
     })?;
     Ok(TokenClaims {
-        subject: data.claims.sub,
-        expires: data
-            .claims
+        subject: claims.sub,
+        expires: claims
             .exp
             .and_then(|e| OffsetDateTime::from_unix_timestamp(e).ok()),
     })
+}
+
+/// `{"alg":"RS256","typ":"JWT"}`: a header jsonwebtoken accepts.
+const NEUTRAL_HEADER: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9";
+
+/// A JWT's claims, unverified: coffer never checks a signature (Vault or
+/// AWS does), so the signing algorithm does not matter to it. jsonwebtoken
+/// refuses headers naming an algorithm it cannot verify (ES512, from a
+/// cluster signing with a P-521 key), so the header is checked for shape
+/// here and jsonwebtoken decodes the claims under a neutral header.
+/// Reasons describe the structure, never the token.
+pub fn unverified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, String> {
+    use base64::Engine;
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("not three dot-separated parts".into());
+    };
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .map_err(|_| "the header is not base64url".to_owned())?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|_| "the header is not JSON".to_owned())?;
+    if !header.get("alg").is_some_and(serde_json::Value::is_string) {
+        return Err("the header has no \"alg\"".into());
+    }
+    let neutral = format!("{NEUTRAL_HEADER}.{payload}.{signature}");
+    jsonwebtoken::dangerous::insecure_decode::<T>(neutral)
+        .map(|data| data.claims)
+        .map_err(|e| e.to_string())
 }
 
 /// nodePublishSecretRef data. Values are secrets; `Debug` shows keys only.
@@ -362,6 +389,37 @@ mod tests {
             b64.encode(claims.to_string()),
             b64.encode(b"signature")
         )
+    }
+
+    #[test]
+    fn claims_are_read_whatever_the_signing_algorithm() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        #[derive(serde::Deserialize)]
+        struct C {
+            sub: String,
+        }
+        for alg in ["RS256", "ES256", "ES384", "ES512", "EdDSA", "PS512"] {
+            let token = format!(
+                "{}.{}.{}",
+                b64.encode(format!(r#"{{"alg":"{alg}","kid":"k"}}"#)),
+                b64.encode(br#"{"sub":"system:serviceaccount:a:b"}"#),
+                b64.encode(b"sig")
+            );
+            let c: C = unverified_claims(&token).unwrap_or_else(|e| panic!("{alg}: {e}"));
+            assert_eq!(c.sub, "system:serviceaccount:a:b");
+        }
+        let claims = b64.encode(br#"{"sub":"x"}"#);
+        for bad in [
+            format!("{}.{claims}.s", b64.encode(b"[]")),
+            format!("{}.{claims}.s", b64.encode(br#"{"typ":"JWT"}"#)),
+            format!("!!.{claims}.s"),
+            format!("{}.{claims}", b64.encode(br#"{"alg":"ES512"}"#)),
+            format!("{}.{claims}.s.t", b64.encode(br#"{"alg":"ES512"}"#)),
+            format!("{}.!!.s", b64.encode(br#"{"alg":"ES512"}"#)),
+        ] {
+            assert!(unverified_claims::<C>(&bad).is_err(), "{bad}");
+        }
     }
 
     fn attributes(extra: &[(&str, &str)]) -> String {

@@ -27,6 +27,19 @@ pub enum Error {
     Signal(#[source] std::io::Error),
 }
 
+/// The backend flags, with defaults that follow other `serve` flags: the
+/// largest Vault answer read follows --max-response-bytes.
+fn with_response_limit(args: &ServeArgs) -> BackendArgs {
+    let mut backends = args.backends.clone();
+    #[cfg(feature = "vault")]
+    if backends.vault.backend_max_response_bytes.is_none() {
+        backends.vault.backend_max_response_bytes = Some(
+            crate::backend::vault::args::default_max_body(args.max_response_bytes),
+        );
+    }
+    backends
+}
+
 /// The backends this build has, configured from flags.
 pub fn backends(args: &BackendArgs, metrics: &Arc<Metrics>) -> Backends {
     Backends::from(args.build(metrics))
@@ -51,8 +64,27 @@ pub fn init_logging(format: LogFormat, level: tracing::Level) {
     }
 }
 
+/// Panics go to the log as one JSON line with their place. The message is
+/// logged only when it is a literal (`&'static str`): a formatted one may
+/// quote data a mount was handling.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&'static str>()
+            .copied()
+            .unwrap_or("(message not logged: it may quote data)");
+        tracing::error!(%location, message, "panic (a bug in coffer)");
+    }));
+}
+
 /// Runs until SIGTERM or SIGINT, then drains and removes the sockets.
 pub async fn run(args: ServeArgs) -> Result<(), Error> {
+    install_panic_hook();
     let metrics = Arc::new(Metrics::new());
     let versions = match &args.hmac_key_file {
         Some(path) => Versioner::from_file(path)?,
@@ -64,7 +96,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         }
     };
     let mounter = Arc::new(Mounter::new(
-        backends(&args.backends, &metrics),
+        backends(&with_response_limit(&args), &metrics),
         versions,
         args.max_response_bytes,
     ));
@@ -87,6 +119,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         })?;
     let listeners = server::bind_all(&args.socket_dir, &args.providers)?;
     let paths: Vec<_> = listeners.iter().map(|l| l.path.clone()).collect();
+    let bound: Vec<_> = listeners
+        .iter()
+        .map(|l| (l.path.clone(), l.identity.clone()))
+        .collect();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move |mut rx: watch::Receiver<bool>| async move {
@@ -147,8 +183,8 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         tracing::warn!("grace period over; mounts still running are abandoned");
     }
     health_task.abort();
-    for path in &paths {
-        socket::remove(path);
+    for (path, identity) in &bound {
+        socket::remove(path, identity);
     }
     tracing::info!("stopped");
     Ok(())

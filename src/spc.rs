@@ -36,6 +36,8 @@ pub enum Error {
     },
     #[error("{path}: no SecretProviderClass in the file")]
     None { path: String },
+    #[error("{path}: {reason}")]
+    TooCostly { path: String, reason: String },
 }
 
 /// The driver's rule for provider names, `^[a-zA-Z0-9_-]{1,30}$` (non-empty
@@ -83,6 +85,11 @@ pub fn read(path: &Path) -> Result<Vec<Result<SecretProviderClass, Error>>, Erro
 }
 
 pub fn parse(text: &str, path: &str) -> Result<Vec<Result<SecretProviderClass, Error>>, Error> {
+    // The manifest, like the parameters inside it, may come from anyone.
+    crate::yaml::check_structure(text).map_err(|reason| Error::TooCostly {
+        path: path.to_owned(),
+        reason,
+    })?;
     let mut out = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml::Value::deserialize(document).map_err(|e| Error::Yaml {

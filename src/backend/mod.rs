@@ -15,6 +15,8 @@ use crate::secret::{SecretBytes, Token};
 
 #[cfg(feature = "aws")]
 pub mod aws;
+#[cfg(any(feature = "vault", feature = "aws"))]
+pub mod http;
 pub mod registry;
 pub mod support;
 #[cfg(feature = "vault")]
@@ -39,6 +41,8 @@ pub enum ErrorKind {
     DeadlineExceeded,
     /// The backend answered something coffer cannot use.
     Internal,
+    /// The backend's answer is larger than coffer accepts.
+    ResourceExhausted,
 }
 
 /// Implemented by every backend's own error enum.

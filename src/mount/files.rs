@@ -16,6 +16,8 @@ use crate::secret::SecretBytes;
 pub const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
 
 const MAX_PATH_BYTES: usize = 4096;
+/// Most files one mount may make (objects, jmesPath entries and templates).
+pub const MAX_FILES: usize = 1000;
 const MAX_ELEMENT_BYTES: usize = 255;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum Error {
         "the SecretProviderClass names no objects: the driver fails a mount without object versions"
     )]
     Empty,
+    #[error("the SecretProviderClass makes {count} files, above the limit of {MAX_FILES}")]
+    TooMany { count: usize },
     #[error("object {object:?} (allKeys): key {key:?} cannot be a file name: {reason}")]
     Key {
         object: String,
@@ -120,6 +124,9 @@ pub fn check_plan(files: &[PlannedFile]) -> Result<(), Error> {
 
 /// The path rules, duplicates, files that are also directories, and modes.
 pub fn check_files(files: &[PlannedFile]) -> Result<(), Error> {
+    if files.len() > MAX_FILES {
+        return Err(Error::TooMany { count: files.len() });
+    }
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     let mut dirs: BTreeSet<&str> = BTreeSet::new();
     for file in files {

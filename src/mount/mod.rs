@@ -141,6 +141,31 @@ fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
     }
 }
 
+/// Renders on tokio's blocking pool: a template runs for up to its fuel, and
+/// on an async worker that would stall every other mount scheduled there.
+/// The mount's deadline (a timeout around the whole mount) still answers
+/// the caller on time; the render then ends by itself when its fuel runs out.
+async fn render_off_workers(
+    mount_plan: &Arc<MountPlan>,
+    inputs: Vec<(String, crate::secret::SecretBytes)>,
+) -> Result<Vec<crate::secret::SecretBytes>, templates::Error> {
+    let plan = mount_plan.clone();
+    let job = tokio::task::spawn_blocking(move || {
+        let inputs: Vec<(&str, &crate::secret::SecretBytes)> =
+            inputs.iter().map(|(name, c)| (name.as_str(), c)).collect();
+        templates::render(&plan.templates, &inputs)
+    });
+    match job.await {
+        Ok(rendered) => rendered,
+        // A panic in rendering is passed on, to fail this mount as INTERNAL.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(templates::Error::Render {
+            file: String::new(),
+            detail: "rendering was cancelled (coffer is shutting down)".into(),
+        }),
+    }
+}
+
 /// Serves mounts: backends plus the key that makes object versions.
 pub struct Mounter {
     backends: Backends,
@@ -207,6 +232,10 @@ impl Mounter {
     }
 
     /// Runs one mount for the socket `provider`.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "the allKeys ranges come from files::expand over these same vectors"
+    )]
     pub async fn mount(
         &self,
         provider: &str,
@@ -286,13 +315,13 @@ impl Mounter {
                     (dir.as_str(), crate::secret::SecretBytes::new(json))
                 })
                 .collect();
-            let mut inputs: Vec<(&str, &crate::secret::SecretBytes)> = planned
+            let inputs: Vec<(String, crate::secret::SecretBytes)> = planned
                 .iter()
                 .zip(&contents)
-                .map(|(f, c)| (f.path.as_str(), c))
+                .map(|(f, c)| (f.path.clone(), c.clone()))
+                .chain(maps.into_iter().map(|(dir, c)| (dir.to_owned(), c)))
                 .collect();
-            inputs.extend(maps.iter().map(|(dir, c)| (*dir, c)));
-            let rendered = templates::render(templates, &inputs)?;
+            let rendered = render_off_workers(&mount_plan, inputs).await?;
             // A rendered file's version covers every input's version, so it
             // changes when any input changes, even one the output ignores.
             let mut input_versions: Vec<String> = planned

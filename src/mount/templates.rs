@@ -19,8 +19,14 @@ use crate::secret::SecretBytes;
 
 /// Largest rendered file.
 pub const MAX_OUTPUT_BYTES: usize = 2 * 1024 * 1024;
-/// Instructions one template may run (minijinja fuel): bounds rendering time.
-const FUEL: u64 = 5_000_000;
+/// Fuel of one template: minijinja charges one per instruction and one per
+/// 64 bytes of data it creates (strings, list slots, output), and refuses an
+/// allocation it cannot pay for before making it. 400,000 bounds a template
+/// to about 25 MB of data in all and a fraction of a second of CPU, far
+/// above what a configuration file needs.
+const FUEL: u64 = 400_000;
+/// Most templates in one SecretProviderClass.
+pub const MAX_TEMPLATES: usize = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -88,6 +94,12 @@ pub fn parse(yaml: Option<&str>) -> Result<Vec<Template>, Error> {
     };
     crate::yaml::check_cost(yaml).map_err(Error::Yaml)?;
     let raws: Vec<Raw> = serde_yaml::from_str(yaml).map_err(|e| Error::Yaml(e.to_string()))?;
+    if raws.len() > MAX_TEMPLATES {
+        return Err(Error::Yaml(format!(
+            "{} templates, above the limit of {MAX_TEMPLATES}",
+            raws.len()
+        )));
+    }
     let mut out = Vec::with_capacity(raws.len());
     for (i, raw) in raws.into_iter().enumerate() {
         let index = i + 1;
@@ -420,10 +432,26 @@ fn is_builtin(name: &str) -> bool {
 }
 
 fn describe(e: &minijinja::Error) -> String {
-    let mut s = e
+    // The format filter quotes characters of its format string, which a
+    // template can take from a secret (`{{ db.password | format }}`).
+    let quotes_format = e
         .detail()
-        .map(str::to_owned)
-        .unwrap_or_else(|| e.kind().to_string());
+        .is_some_and(|d| d.contains("format") || d.contains("offset"));
+    let mut s = if quotes_format {
+        "the format filter failed: the format string does not fit its arguments (details are \
+         not shown: the format string may come from a secret)"
+            .to_owned()
+    } else if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        format!(
+            "rendering needs more work or memory than a template may use (fuel {FUEL}: about \
+             {FUEL} steps or {} MB of data)",
+            FUEL * 64 / 1_000_000
+        )
+    } else {
+        e.detail()
+            .map(str::to_owned)
+            .unwrap_or_else(|| e.kind().to_string())
+    };
     if let Some(line) = e.line() {
         s.push_str(&format!(" (line {line})"));
     }
@@ -552,6 +580,49 @@ mod tests {
             run("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}")
                 .unwrap_err();
         assert!(matches!(err, Error::Render { .. }), "{err}");
+    }
+
+    #[test]
+    fn huge_values_are_refused_before_they_are_allocated() {
+        // One 90 MB string, a 1.6 GB list, and a doubling loop.
+        for source in [
+            "{{ 'x' * 90000000 }}",
+            "{{ (['xy'] * 60000000) | join }}",
+            "{% set s = namespace(v='x') %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v | length }}",
+        ] {
+            let err = run(source).unwrap_err().to_string();
+            assert!(
+                err.contains("fuel") || err.contains("too large"),
+                "{source}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn format_errors_do_not_quote_the_format_string() {
+        let t = parse(Some(
+            "- fileName: out\n  template: \"{{ (pw ~ '') | format(1) }}\"\n",
+        ))
+        .unwrap();
+        let pw = SecretBytes::new(b"s3cr%Qt{Kx}".to_vec());
+        let err = render(&t, &[("pw", &pw)]).unwrap_err().to_string();
+        assert!(err.contains("format filter"), "{err}");
+        for c in ['Q', 'K', '%', '{'] {
+            assert!(!err.contains(c), "{err} quotes {c:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_templates_are_refused() {
+        let many: String = (0..=MAX_TEMPLATES)
+            .map(|i| format!("- fileName: f{i}\n  template: x\n"))
+            .collect();
+        assert!(
+            parse(Some(&many))
+                .unwrap_err()
+                .to_string()
+                .contains("limit")
+        );
     }
 
     #[test]

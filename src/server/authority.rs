@@ -113,6 +113,10 @@ impl<S> NormalizeAuthority<S> {
     }
 
     /// Moves whole frames from `raw` to `out`, rewriting header blocks.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "every index is below a length checked just before (the 9-byte frame header, 5 priority bytes, the preface prefix)"
+    )]
     fn process(&mut self) -> io::Result<()> {
         loop {
             match self.state {
@@ -187,6 +191,10 @@ impl<S> NormalizeAuthority<S> {
         }
     }
 
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "every index is below a length checked just before (the 9-byte frame header, 5 priority bytes, the preface prefix)"
+    )]
     fn on_block_frame(
         &mut self,
         kind: u8,

@@ -6,10 +6,12 @@ pub mod authority;
 pub mod socket;
 pub mod status;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -116,7 +118,7 @@ impl CsiDriverProvider for Provider {
         request: Request<MountRequest>,
     ) -> Result<Response<MountResponse>, Status> {
         let started = Instant::now();
-        self.metrics.mount_started();
+        let _in_flight = self.metrics.mount_started();
         // Finish before the caller's deadline (kubelet's 2 minutes) so the
         // user sees our message rather than a bare DeadlineExceeded.
         let deadline = match grpc_timeout(request.metadata()) {
@@ -125,7 +127,18 @@ impl CsiDriverProvider for Provider {
                 .min(client.saturating_sub(Duration::from_millis(500))),
             None => self.mount_timeout,
         };
-        let result = self.mount_inner(request.get_ref(), deadline).await;
+        // A panic is a bug; it fails this mount, not the process or the
+        // connection (tonic would reset the stream without a status).
+        let result = match AssertUnwindSafe(self.mount_inner(request.get_ref(), deadline))
+            .catch_unwind()
+            .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::error!(provider = %self.name, "mount panicked (a bug in coffer)");
+                Err((status::Failure::Panic, None))
+            }
+        };
         let elapsed = started.elapsed();
         match result {
             Ok((response, parsed, outcome)) => {
@@ -190,6 +203,8 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
 pub struct Listener {
     pub name: String,
     pub path: PathBuf,
+    /// The socket file this process bound (removed on exit only if unchanged).
+    pub identity: socket::Identity,
     listener: tokio::net::UnixListener,
 }
 
@@ -199,9 +214,10 @@ pub fn bind_all(dir: &std::path::Path, names: &[String]) -> Result<Vec<Listener>
     for name in names {
         let result = socket::validate_name(name).and_then(|()| {
             let path = socket::socket_path(dir, name);
-            socket::bind(&path).map(|listener| Listener {
+            socket::bind(&path).map(|(listener, identity)| Listener {
                 name: name.clone(),
                 path,
+                identity,
                 listener,
             })
         });
@@ -209,7 +225,7 @@ pub fn bind_all(dir: &std::path::Path, names: &[String]) -> Result<Vec<Listener>
             Ok(l) => bound.push(l),
             Err(e) => {
                 for l in &bound {
-                    socket::remove(&l.path);
+                    socket::remove(&l.path, &l.identity);
                 }
                 return Err(e);
             }
@@ -275,6 +291,70 @@ fn undecodable_request_is_invalid_argument(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{self, Backend, Plan};
+    use crate::request::Parameters;
+
+    /// A backend with a bug: planning panics.
+    struct Buggy;
+
+    impl Backend for Buggy {
+        fn name(&self) -> &'static str {
+            "buggy"
+        }
+        fn sockets(&self) -> &'static [&'static str] {
+            &[]
+        }
+        #[expect(
+            clippy::indexing_slicing,
+            reason = "the bug this test needs: an index out of bounds"
+        )]
+        fn plan(&self, params: &Parameters, _: &str) -> Result<Plan, backend::Error> {
+            let none: Vec<&str> = Vec::new();
+            let i = params.iter().count();
+            panic!("unreachable: {}", none[i]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_mount_answers_internal_and_is_not_left_in_flight() {
+        let mut backends = mount::Backends::default();
+        backends.add(Arc::new(Buggy));
+        let mounter = Arc::new(Mounter::new(
+            backends,
+            mount::version::Versioner::random().unwrap(),
+            mount::MAX_RESPONSE_BYTES,
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let provider = Provider::new(
+            "coffer".into(),
+            mounter,
+            metrics.clone(),
+            Arc::new(Semaphore::new(4)),
+            Duration::from_secs(10),
+        );
+        let attributes = serde_json::json!({
+            "backend": "buggy",
+            "csi.storage.k8s.io/pod.name": "p",
+            "csi.storage.k8s.io/pod.namespace": "n",
+            "csi.storage.k8s.io/pod.uid": "u",
+            "csi.storage.k8s.io/serviceAccount.name": "s",
+        });
+        let request = Request::new(MountRequest {
+            attributes: attributes.to_string(),
+            secrets: "null".into(),
+            target_path: "/t".into(),
+            permission: "420".into(),
+            current_object_version: vec![],
+        });
+        let status = CsiDriverProvider::mount(&provider, request)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal, "{}", status.message());
+        assert!(status.message().contains("a bug"), "{}", status.message());
+        let text = metrics.encode();
+        assert!(text.contains("coffer_mounts_in_flight 0"), "{text}");
+        assert!(text.contains("code=\"Internal\""), "{text}");
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -19,6 +19,8 @@ pub enum Failure {
         backend: &'static str,
     },
     ShuttingDown,
+    /// A bug: the mount panicked. The process goes on serving.
+    Panic,
 }
 
 impl Failure {
@@ -30,6 +32,9 @@ impl Failure {
                 after
             )),
             Failure::ShuttingDown => Status::unavailable("coffer is shutting down"),
+            Failure::Panic => Status::internal(
+                "coffer failed internally while mounting (a bug: the provider's log has the place)",
+            ),
         }
     }
 }
@@ -44,6 +49,7 @@ fn kind_code(kind: ErrorKind) -> Code {
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
     }
 }
 

@@ -129,8 +129,8 @@ fn token_expiry(token: &Token) -> Option<OffsetDateTime> {
     struct Claims {
         exp: Option<i64>,
     }
-    let data = jsonwebtoken::dangerous::insecure_decode::<Claims>(token.expose()).ok()?;
-    OffsetDateTime::from_unix_timestamp(data.claims.exp?).ok()
+    let claims: Claims = crate::request::unverified_claims(token.expose()).ok()?;
+    OffsetDateTime::from_unix_timestamp(claims.exp?).ok()
 }
 
 /// A stable, UUID-shaped pod UID for namespace/name.
@@ -301,15 +301,38 @@ async fn mount(args: MountArgs) -> Result<String, Error> {
     for p in &payloads {
         report.push_str(&format!(
             "file {} mode {:04o} size {}\n",
-            p.path,
+            printable(&p.path),
             p.mode,
             p.contents.len()
         ));
     }
     for (id, version) in &versions {
-        report.push_str(&format!("version {id} {version}\n"));
+        report.push_str(&format!(
+            "version {} {}\n",
+            printable(id),
+            printable(version)
+        ));
     }
     Ok(report)
+}
+
+/// Text the provider chose (paths, versions, status messages), safe for a
+/// terminal: control characters and bidirectional overrides are escaped
+/// (`\u{1b}`), so a hostile provider cannot move the cursor, rewrite
+/// earlier lines or hide text.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let bidi = matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if c.is_control() || bidi {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else if c == '\\' {
+            out.push_str("\\\\");
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 pub async fn run(args: MountArgs) -> ExitCode {
@@ -319,7 +342,7 @@ pub async fn run(args: MountArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("coffer mount: {}", chain(&e));
+            eprintln!("coffer mount: {}", printable(&chain(&e)));
             ExitCode::FAILURE
         }
     }
@@ -328,6 +351,17 @@ pub async fn run(args: MountArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_provider_text_cannot_drive_the_terminal() {
+        assert_eq!(printable("db/password.txt"), "db/password.txt");
+        assert_eq!(printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(printable("x\ny\rz\t"), "x\\u{a}y\\u{d}z\\u{9}");
+        assert_eq!(printable("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
+        // A literal backslash cannot forge an escape.
+        assert_eq!(printable("a\\u{1b}"), "a\\\\u{1b}");
+        assert_eq!(printable("ünï"), "ünï");
+    }
 
     fn spc() -> SecretProviderClass {
         SecretProviderClass {

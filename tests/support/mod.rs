@@ -27,6 +27,7 @@ pub mod moto;
 pub mod mount;
 pub mod proc;
 pub mod proxy;
+pub mod raw;
 pub mod serve;
 pub mod stub;
 

@@ -31,6 +31,10 @@ type Values = Vec<Option<Result<Value, Error>>>;
 
 #[async_trait]
 impl Fetch for AwsFetch {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object)"
+    )]
     async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Content>, crate::backend::Error> {
         let spc = &*self.spc;
         let region = match &spc.region {
@@ -233,6 +237,10 @@ fn not_found(e: &Error) -> bool {
 impl Inner {
     /// Fetches the objects `indices` from `region`. `Err` only when no
     /// credentials could be had there; per-object failures are in the list.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object)"
+    )]
     async fn fetch_region(
         &self,
         spc: &Spc,

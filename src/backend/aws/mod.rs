@@ -118,13 +118,11 @@ impl Backend for AwsBackend {
                 optional: o.optional,
             });
             for j in &o.jmes {
-                if !jmes::compiles(&j.path) {
+                if let Err(source) = jmes::validate(&j.path) {
                     return Err(Error::Jmes {
                         what: what(o.kind),
                         object: o.name.clone(),
-                        source: jmes::JmesError::InvalidPath {
-                            path: j.path.clone(),
-                        },
+                        source,
                     }
                     .into());
                 }

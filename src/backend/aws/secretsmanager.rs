@@ -18,6 +18,10 @@ pub const SM_BATCH: usize = 20;
 
 impl Inner {
     /// The secrets `indices` of `spc` from `region`.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     pub(super) async fn secrets_manager(
         &self,
         client: &aws_sdk_secretsmanager::Client,
@@ -71,6 +75,10 @@ impl Inner {
     /// One `BatchGetSecretValue` for up to 20 IDs; IDs it cannot answer
     /// (or a batch refused as a whole with AccessDenied, e.g. an IAM policy
     /// written for the aws provider's GetSecretValue) are fetched one by one.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+    )]
     async fn batch_get(
         &self,
         client: &aws_sdk_secretsmanager::Client,

@@ -18,6 +18,10 @@ pub const SSM_BATCH: usize = 10;
 
 impl Inner {
     /// The parameters `indices` of `spc` from `region`.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices range over 0..len of the vectors they index (one slot per object or batch)"
+    )]
     pub(super) async fn parameters(
         &self,
         client: &aws_sdk_ssm::Client,
@@ -168,6 +172,10 @@ pub fn ssm_name(base: &str) -> String {
 /// Batches of at most 10 requests in which no parameter appears twice, so
 /// every answer maps back to exactly one request (two versions of one
 /// parameter in one call cannot be told apart when AWS leaves out the selector).
+#[expect(
+    clippy::indexing_slicing,
+    reason = "indices range over 0..len of the vectors they index (one slot per object or batch)"
+)]
 pub fn ssm_batches(requests: &[String]) -> Vec<Vec<String>> {
     let mut batches: Vec<Vec<String>> = Vec::new();
     for r in requests {

@@ -1,23 +1,27 @@
-//! HTTP to Vault: one vaultrs client (a connection pool) per address,
-//! namespace and TLS settings, and the two requests coffer makes: a login
-//! and a raw request for an object's path. The Vault token header is marked
+//! HTTP to Vault: one client (a connection pool) per address, namespace
+//! and TLS settings, and the two requests coffer makes: a login and a raw
+//! request for an object's path. vaultrs describes the requests (paths,
+//! bodies, `X-Vault-*` headers) and parses the answers; the sending is done
+//! here under the policy of [`crate::backend::http`] (no redirects, capped
+//! bodies, timeouts, one retry of a closed pooled connection), which
+//! vaultrs' own client cannot apply. The Vault token header is marked
 //! sensitive, so no HTTP layer prints it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use async_trait::async_trait;
 use rustify::endpoint::{Endpoint, MiddleWare};
 use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use serde_json::Value;
 use vaultrs::api::auth::kubernetes::requests::LoginWithKubernetesRequest;
 use vaultrs::api::{AuthInfo, EndpointError, EndpointMiddleware, EndpointResult};
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 
 use super::error::Error;
 use super::params::{Connection, Method, Object};
 use super::tls;
+use crate::backend::http::{self as policy, BodyError};
 use crate::secret::Token;
 
 /// Most clients kept; past it the pool starts again.
@@ -27,71 +31,164 @@ type ClientKey = (String, Option<String>, tls::Tls);
 
 /// One HTTP client per (address, namespace, TLS).
 pub struct Pool {
-    clients: Mutex<HashMap<ClientKey, Arc<VaultClient>>>,
-    timeout: Duration,
+    clients: Mutex<HashMap<ClientKey, Arc<VaultHttp>>>,
+    http: policy::Policy,
+    files: tls::FilePolicy,
 }
 
 impl Pool {
-    pub fn new(timeout: Duration) -> Self {
+    pub fn new(http: policy::Policy, files: tls::FilePolicy) -> Self {
         Self {
             clients: Mutex::new(HashMap::new()),
-            timeout,
+            http,
+            files,
         }
     }
 
-    pub fn get(&self, conn: &Connection) -> Result<Arc<VaultClient>, Error> {
+    /// The client for a connection: cached, or built (TLS files read on the
+    /// blocking pool) without holding the pool's lock, so a slow or hostile
+    /// file of one class cannot stall the mounts of another.
+    pub async fn get(&self, conn: &Connection) -> Result<Arc<VaultHttp>, Error> {
         let key = (
             conn.address.clone(),
             conn.namespace.clone(),
             conn.tls.clone(),
         );
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(&key) {
+        if let Some(c) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
             return Ok(c.clone());
         }
-        let client = Arc::new(self.build(conn)?);
+        let (owned, http, files) = (conn.clone(), self.http, self.files.clone());
+        let built = tokio::task::spawn_blocking(move || VaultHttp::new(&owned, &http, &files))
+            .await
+            .map_err(|_| "building the HTTP client failed".to_owned())
+            .and_then(|r| r)
+            .map_err(|reason| Error::Client {
+                address: conn.address.clone(),
+                reason,
+            })?;
+        let client = Arc::new(built);
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if clients.len() >= MAX_CLIENTS {
             clients.clear();
         }
-        clients.insert(key, client.clone());
-        Ok(client)
+        Ok(clients.entry(key).or_insert(client).clone())
+    }
+}
+
+/// The HTTP side of one connection.
+pub struct VaultHttp {
+    address: String,
+    namespace: Option<String>,
+    /// Keeps connections alive between requests.
+    pooled: reqwest::Client,
+    /// Keeps none: for the one retry after a pooled connection turned out closed.
+    fresh: reqwest::Client,
+    max_body: usize,
+}
+
+impl VaultHttp {
+    fn new(
+        conn: &Connection,
+        http: &policy::Policy,
+        files: &tls::FilePolicy,
+    ) -> Result<Self, String> {
+        let config = tls::client_config(&conn.tls, files)?;
+        let build = |fresh: bool| {
+            policy::builder(http, fresh)
+                .tls_backend_preconfigured(config.clone())
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        Ok(Self {
+            address: conn.address.clone(),
+            namespace: conn.namespace.clone(),
+            pooled: build(false)?,
+            fresh: build(true)?,
+            max_body: http.max_body,
+        })
+    }
+}
+
+/// One request's way out: the pooled client, and whether a request that
+/// failed on a pooled connection the server had closed may be sent once
+/// more on a fresh one (logins and GETs: a PUT or POST may issue a
+/// credential, so it is not sent twice).
+struct Call<'a> {
+    http: &'a VaultHttp,
+    retry_stale: bool,
+}
+
+impl Call<'_> {
+    async fn attempt(
+        &self,
+        client: &reqwest::Client,
+        req: &http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, (rustify::errors::ClientError, bool)> {
+        let request_error = |e: reqwest::Error| {
+            let stale = policy::is_stale_connection(&e);
+            (
+                rustify::errors::ClientError::RequestError {
+                    source: e.into(),
+                    url: req.uri().to_string(),
+                    method: req.method().to_string(),
+                },
+                stale,
+            )
+        };
+        let response = client
+            .request(req.method().clone(), req.uri().to_string())
+            .headers(req.headers().clone())
+            .body(req.body().clone())
+            .send()
+            .await
+            .map_err(request_error)?;
+        let status = response.status();
+        let body = policy::read_capped(response, self.http.max_body)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge(big) => (
+                    rustify::errors::ClientError::ResponseError { source: big.into() },
+                    false,
+                ),
+                BodyError::Read(e) => request_error(e),
+            })?;
+        http::Response::builder()
+            .status(status)
+            .body(body)
+            .map_err(|e| {
+                (
+                    rustify::errors::ClientError::ResponseError { source: e.into() },
+                    false,
+                )
+            })
+    }
+}
+
+#[async_trait]
+impl rustify::client::Client for Call<'_> {
+    fn base(&self) -> &str {
+        &self.http.address
     }
 
-    fn build(&self, conn: &Connection) -> Result<VaultClient, Error> {
-        let bad = |reason: String| Error::Client {
-            address: conn.address.clone(),
-            reason,
-        };
-        let mut builder = VaultClientSettingsBuilder::default();
-        // Every field explicit: vaultrs would otherwise read VAULT_TOKEN and friends.
-        builder
-            .address(&conn.address)
-            .token("")
-            .ca_certs(Vec::new())
-            .identity(None)
-            .verify(!conn.tls.skip_verify)
-            .timeout(Some(self.timeout))
-            .namespace(conn.namespace.clone());
-        let settings = builder.build().map_err(|e| bad(e.to_string()))?;
-        if conn.tls.is_default() {
-            return VaultClient::new(settings).map_err(|e| bad(e.to_string()));
+    async fn send(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, rustify::errors::ClientError> {
+        match self.attempt(&self.http.pooled, &req).await {
+            Ok(response) => Ok(response),
+            Err((_, true)) if self.retry_stale => {
+                tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
+                self.attempt(&self.http.fresh, &req)
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            Err((e, _)) => Err(e),
         }
-        let config = tls::client_config(&conn.tls).map_err(bad)?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .timeout(self.timeout)
-            .build()
-            .map_err(|e| bad(e.to_string()))?;
-        Ok(VaultClient {
-            http: rustify::clients::reqwest::Client::new(settings.address.as_str(), http),
-            middle: EndpointMiddleware {
-                token: String::new(),
-                version: "v1".into(),
-                wrap: None,
-                namespace: settings.namespace.clone(),
-            },
-            settings,
-        })
     }
 }
 
@@ -100,12 +197,12 @@ impl Pool {
 struct Headers(EndpointMiddleware);
 
 impl Headers {
-    fn new(client: &VaultClient, token: Option<&Token>) -> Self {
+    fn new(client: &VaultHttp, token: Option<&Token>) -> Self {
         Self(EndpointMiddleware {
             token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
             version: "v1".into(),
             wrap: None,
-            namespace: client.settings.namespace.clone(),
+            namespace: client.namespace.clone(),
         })
     }
 }
@@ -152,7 +249,7 @@ fn api_error(e: rustify::errors::ClientError) -> ClientError {
 /// `auth/<mount>/login` with the pod's JWT (the kubernetes and jwt
 /// methods take the same body).
 pub async fn login(
-    client: &VaultClient,
+    client: &VaultHttp,
     mount: &str,
     role: &str,
     jwt: &Token,
@@ -162,9 +259,13 @@ pub async fn login(
         role: role.to_owned(),
         jwt: jwt.expose().to_owned(),
     };
+    let call = Call {
+        http: client,
+        retry_stale: true,
+    };
     let result: EndpointResult<()> = endpoint
         .with_middleware(&Headers::new(client, None))
-        .exec(&client.http)
+        .exec(&call)
         .await
         .map_err(api_error)?
         .wrap::<EndpointResult<()>>()
@@ -197,13 +298,17 @@ impl Request {
 
 /// Sends `request` with `token`; the whole JSON answer back.
 pub async fn send(
-    client: &VaultClient,
+    client: &VaultHttp,
     token: &Token,
     request: &Request,
 ) -> Result<Value, ClientError> {
+    let call = Call {
+        http: client,
+        retry_stale: request.method == Method::Get,
+    };
     Raw(request)
         .with_middleware(&Headers::new(client, Some(token)))
-        .exec(&client.http)
+        .exec(&call)
         .await
         .map_err(api_error)?
         .parse()

@@ -88,6 +88,11 @@ impl Responses {
     }
 }
 
+/// Longest lease or token lifetime believed (32 days, Vault's default
+/// max_lease_ttl): a server's `lease_duration` of 2^64-1 must not overflow
+/// an `Instant`, nor keep a response cached for ever.
+pub const MAX_LEASE_SECS: u64 = 32 * 24 * 3600;
+
 /// How long a dynamic response lives: its lease, or a certificate's
 /// `expiration`. `None` for static data (KV), which is always read fresh.
 pub fn lifetime(method: Method, response: &Value) -> Option<Duration> {
@@ -98,7 +103,8 @@ pub fn lifetime(method: Method, response: &Value) -> Option<Duration> {
     let lease = response
         .get("lease_duration")
         .and_then(Value::as_u64)
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .min(MAX_LEASE_SECS);
     if !lease_id.is_empty() && lease > 0 {
         return Some(Duration::from_secs(lease));
     }
@@ -110,7 +116,14 @@ pub fn lifetime(method: Method, response: &Value) -> Option<Duration> {
             .duration_since(std::time::UNIX_EPOCH)
             .ok()?
             .as_secs() as i64;
-        return (expiration > now).then(|| Duration::from_secs((expiration - now) as u64));
+        return (expiration > now).then(|| {
+            Duration::from_secs(
+                expiration
+                    .saturating_sub(now)
+                    .unsigned_abs()
+                    .min(MAX_LEASE_SECS),
+            )
+        });
     }
     (lease > 0).then(|| Duration::from_secs(lease))
 }

@@ -104,6 +104,9 @@ pub fn join_errors(errors: &[String]) -> String {
 pub fn classify(e: &ClientError) -> (ErrorKind, String) {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if let Some(big) = err.downcast_ref::<crate::backend::http::BodyTooLarge>() {
+            return (ErrorKind::ResourceExhausted, big.to_string());
+        }
         if let Some(tls) = err.downcast_ref::<rustls::Error>() {
             // A certificate problem is configuration: retrying will not help.
             return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));

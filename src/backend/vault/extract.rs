@@ -109,7 +109,7 @@ fn nested<'a>(map: &'a serde_json::Map<String, Value>, key: &str) -> Option<&'a 
         }
     }
     let mut current = map.get(segments.first()?)?;
-    for segment in &segments[1..] {
+    for segment in segments.iter().skip(1) {
         current = match current {
             Value::Object(m) => m.get(segment)?,
             Value::Array(items) => items.get(segment.parse::<usize>().ok()?)?,
@@ -126,8 +126,11 @@ fn decode_hex(raw: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
-    raw.chunks(2)
-        .map(|pair| Some(digit(pair[0])? << 4 | digit(pair[1])?))
+    raw.chunks_exact(2)
+        .map(|pair| match pair {
+            [high, low] => Some(digit(*high)? << 4 | digit(*low)?),
+            _ => None,
+        })
         .collect()
 }
 

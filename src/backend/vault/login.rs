@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 
 use super::client;
@@ -45,7 +44,7 @@ impl Logins {
     pub async fn token(
         &self,
         key: &LoginKey,
-        client: &VaultClient,
+        client: &client::VaultHttp,
         jwt: &Token,
     ) -> Result<(Token, bool), Error> {
         let (token, cached) = self
@@ -69,7 +68,7 @@ impl Logins {
     async fn login(
         &self,
         key: &LoginKey,
-        client: &VaultClient,
+        client: &client::VaultHttp,
         jwt: &Token,
     ) -> Result<(Token, Duration), Error> {
         let conn = &key.connection;
@@ -115,7 +114,7 @@ impl Logins {
                 kind: crate::backend::ErrorKind::Internal,
             });
         }
-        let lease = Duration::from_secs(auth.lease_duration);
+        let lease = Duration::from_secs(auth.lease_duration.min(super::dynamic::MAX_LEASE_SECS));
         // Renew well before expiry; a token without TTL is still re-checked every 5 minutes.
         let ttl = if lease.is_zero() {
             Duration::from_secs(300)

@@ -18,16 +18,14 @@ pub mod params;
 pub mod tls;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::{StreamExt, stream};
 use serde_json::Value;
-use vaultrs::client::VaultClient;
 use vaultrs::error::ClientError;
 
 pub use self::args::Args;
-use self::client::Request;
+use self::client::{Request, VaultHttp};
 use self::dynamic::{ResponseKey, Responses};
 pub use self::error::Error;
 use self::login::{LoginKey, Logins};
@@ -42,8 +40,10 @@ use crate::secret::{SecretBytes, Token};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub defaults: Defaults,
-    /// Timeout of one HTTP request to Vault.
-    pub request_timeout: Duration,
+    /// Redirects, body cap and timeouts of every request to Vault.
+    pub http: super::http::Policy,
+    /// Where TLS files named by a class may be read from.
+    pub tls_files: tls::FilePolicy,
     /// Most cached logins, and most cached dynamic responses.
     pub cache_size: usize,
     /// Most requests of one mount in flight at once.
@@ -54,7 +54,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             defaults: Defaults::default(),
-            request_timeout: Duration::from_secs(30),
+            http: super::http::Policy::default(),
+            tls_files: tls::FilePolicy::default(),
             cache_size: 1000,
             parallel_reads: 8,
         }
@@ -83,7 +84,7 @@ impl VaultBackend {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                clients: client::Pool::new(config.request_timeout),
+                clients: client::Pool::new(config.http, config.tls_files.clone()),
                 logins: Logins::new(config.cache_size, metrics.clone()),
                 responses: Responses::new(config.cache_size, metrics.clone()),
                 config,
@@ -105,13 +106,21 @@ impl Backend for VaultBackend {
     fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, super::Error> {
         let dialect = Dialect::for_socket(socket);
         let spc = params::parse(params, dialect, &self.inner.config.defaults)?;
+        // The version binds the server: the same path and value on a server
+        // a class controls must not reproduce a victim's version (which
+        // would let it test guesses of the victim's secret).
+        let server = format!(
+            "{}|{}",
+            spc.connection.address,
+            spc.connection.namespace.as_deref().unwrap_or("")
+        );
         let files = spc
             .objects
             .iter()
             .map(|o| PlannedFile {
                 path: o.name.clone(),
                 mode: o.mode,
-                config: o.config(),
+                config: format!("{}|server:{server}", o.config()),
                 template_only: o.template_only,
                 all_keys: o.all_keys,
                 optional: o.optional,
@@ -136,9 +145,13 @@ struct VaultFetch {
 
 #[async_trait]
 impl Fetch for VaultFetch {
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "indices come from 0..len of `requests`/`results` and from `index_of`, built from `requests` positions"
+    )]
     async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, super::Error> {
         let conn = &self.spc.connection;
-        let client = self.inner.clients.get(conn)?;
+        let client = self.inner.clients.get(conn).await?;
         let key = LoginKey {
             pod_uid: ctx.pod.uid.clone(),
             subject: ctx.claims.subject.clone().unwrap_or_default(),
@@ -204,6 +217,7 @@ impl Fetch for VaultFetch {
                     out.push(Fetched::Absent);
                     continue;
                 }
+                #[expect(clippy::unwrap_used, reason = "this arm matched an Err at `idx`")]
                 Err(_) => return Err(results.swap_remove(idx).unwrap_err().into()),
             };
             let extracted = if object.all_keys {
@@ -242,7 +256,7 @@ impl Inner {
     async fn read_reusing(
         &self,
         owner: &dynamic::Owner,
-        client: &VaultClient,
+        client: &VaultHttp,
         conn: &Connection,
         token: &Token,
         request: &Request,
@@ -263,7 +277,7 @@ impl Inner {
 
     async fn read(
         &self,
-        client: &VaultClient,
+        client: &VaultHttp,
         conn: &Connection,
         token: &Token,
         request: &Request,

@@ -36,6 +36,7 @@ pub struct Defaults {
     pub auth_mount: String,
     pub namespace: Option<String>,
     pub tls: Tls,
+    pub policy: Policy,
 }
 
 impl Default for Defaults {
@@ -45,8 +46,76 @@ impl Default for Defaults {
             auth_mount: "kubernetes".into(),
             namespace: None,
             tls: Tls::default(),
+            policy: Policy::default(),
         }
     }
+}
+
+/// What the operator lets a SecretProviderClass choose. The defaults allow
+/// what the hashicorp and OpenBao providers allow (the drop-in promise);
+/// the operator's own flags (`--vault-addr`, `--vault-skip-verify`) are
+/// never refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Origins (`scheme://host:port`, normalized) a class may name; empty: any.
+    pub allowed_addresses: Vec<String>,
+    pub allow_http: bool,
+    pub allow_skip_verify: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            allowed_addresses: Vec::new(),
+            allow_http: true,
+            allow_skip_verify: true,
+        }
+    }
+}
+
+/// Checks a Vault address (`http(s)://host[:port][/path]`, nothing else)
+/// and returns its origin (`scheme://host:port`, host lower-cased). Done
+/// at plan time: an address the HTTP client cannot use must be the class's
+/// INVALID_ARGUMENT, never a panic inside a mount.
+pub fn origin(address: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(address).map_err(|e| format!("is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("must start with http:// or https://".into());
+    }
+    let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+        return Err("has no host".into());
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry a user name or password".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query (?) or fragment (#)".into());
+    }
+    let port = url.port_or_known_default().unwrap_or(0);
+    Ok(format!(
+        "{}://{}:{port}",
+        url.scheme(),
+        host.to_ascii_lowercase()
+    ))
+}
+
+/// Longest namespace accepted (Vault's own paths are far shorter).
+const MAX_NAMESPACE_BYTES: usize = 1024;
+
+/// A namespace goes into the `X-Vault-Namespace` header: visible ASCII only.
+pub fn check_namespace(namespace: &str) -> Result<(), String> {
+    if namespace.len() > MAX_NAMESPACE_BYTES {
+        return Err(format!(
+            "is {} bytes, above the limit of {MAX_NAMESPACE_BYTES}",
+            namespace.len()
+        ));
+    }
+    if let Some(bad) = namespace.bytes().find(|b| !(0x21..=0x7e).contains(b)) {
+        return Err(format!(
+            "may hold only visible ASCII characters (found byte 0x{bad:02x})"
+        ));
+    }
+    Ok(())
 }
 
 /// Connection and identity settings of one SecretProviderClass.
@@ -170,11 +239,33 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
             reason: "is not set and coffer has no default (--vault-addr / VAULT_ADDR)".into(),
         })?;
     let address = address.trim_end_matches('/').to_owned();
-    if !(address.starts_with("http://") || address.starts_with("https://")) {
-        return Err(Error::Param {
-            name: "vaultAddress",
-            reason: format!("{address:?} must start with http:// or https://"),
-        });
+    let address_origin = origin(&address).map_err(|reason| Error::Param {
+        name: "vaultAddress",
+        reason: format!("{:?} {reason}", shorten(&address)),
+    })?;
+    let from_class = lookup(params, dialect, "Address").is_some()
+        && defaults.address.as_deref().map(|a| a.trim_end_matches('/')) != Some(address.as_str());
+    if from_class {
+        let policy = &defaults.policy;
+        if !policy.allow_http && address_origin.starts_with("http://") {
+            return Err(Error::Param {
+                name: "vaultAddress",
+                reason: format!(
+                    "{address:?} is plain http://, which this coffer does not allow (--vault-allow-http=false)"
+                ),
+            });
+        }
+        if !policy.allowed_addresses.is_empty()
+            && !policy.allowed_addresses.contains(&address_origin)
+        {
+            return Err(Error::Param {
+                name: "vaultAddress",
+                reason: format!(
+                    "{address:?} is not among the addresses this coffer allows (--vault-allowed-address: {})",
+                    policy.allowed_addresses.join(", ")
+                ),
+            });
+        }
     }
 
     let k8s_mount = lookup(params, dialect, "KubernetesMountPath");
@@ -203,6 +294,12 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
     let namespace = lookup(params, dialect, "Namespace")
         .map(|(v, _)| v.to_owned())
         .or_else(|| defaults.namespace.clone());
+    if let Some(ns) = &namespace {
+        check_namespace(ns).map_err(|reason| Error::Param {
+            name: "vaultNamespace",
+            reason,
+        })?;
+    }
     let audience = params
         .non_empty("audience")
         .map(str::to_owned)
@@ -221,6 +318,14 @@ pub fn parse(params: &Parameters, dialect: Dialect, defaults: &Defaults) -> Resu
             name: "vaultSkipTLSVerify",
             reason: format!("({name}) {raw:?} is not a boolean (true/false, 1/0, t/f)"),
         })?;
+        if tls.skip_verify && !defaults.tls.skip_verify && !defaults.policy.allow_skip_verify {
+            return Err(Error::Param {
+                name: "vaultSkipTLSVerify",
+                reason: format!(
+                    "({name}) is \"true\", which this coffer does not allow (--vault-allow-skip-verify=false)"
+                ),
+            });
+        }
     }
     if let Some(ca) = path_param("CACertPath") {
         tls.ca_cert = Some(ca);
@@ -313,6 +418,19 @@ struct RawObject {
     optional: Option<bool>,
     #[serde(flatten)]
     unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// An address as quoted in messages: at most 256 bytes of it.
+fn shorten(s: &str) -> String {
+    const MAX: usize = 256;
+    if s.len() <= MAX {
+        return s.to_owned();
+    }
+    let mut end = MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
 }
 
 /// Parses the `objects` YAML list.
@@ -474,6 +592,10 @@ fn normalise_path(raw: &str) -> Result<(String, Vec<(String, String)>), String> 
     Ok((path.to_owned(), params))
 }
 
+#[expect(
+    clippy::indexing_slicing,
+    reason = "`i < bytes.len()` is checked by the loop, and `get` covers the two bytes after `%`"
+)]
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -593,6 +715,130 @@ mod tests {
         assert_eq!(spc.connection.address, "https://v:8200");
         assert_eq!(spc.connection.auth_mount, "jwt");
         assert_eq!(spc.connection.audience, "a1");
+    }
+
+    #[test]
+    fn addresses_and_namespaces_a_client_cannot_use_are_refused_at_plan_time() {
+        let d = Defaults::default();
+        for bad in [
+            "http://a b",
+            "http://",
+            "vault:8200",
+            "ftp://vault",
+            "https://user:pw@vault",
+            "https://vault?x=1",
+            "https://vault#f",
+            "https://[::1",
+            "https://vault:99999",
+        ] {
+            let err = parse(
+                &params(&[
+                    ("roleName", "r"),
+                    ("vaultAddress", bad),
+                    ("objects", OBJECTS),
+                ]),
+                Dialect::Vault,
+                &d,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Param {
+                        name: "vaultAddress",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
+            );
+        }
+        for bad in ["a\nb", "ns\u{7f}", "ns one", "é", &"n".repeat(2000)] {
+            let err = parse(
+                &params(&[
+                    ("roleName", "r"),
+                    ("vaultAddress", "https://v"),
+                    ("vaultNamespace", bad),
+                    ("objects", OBJECTS),
+                ]),
+                Dialect::Vault,
+                &d,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    Error::Param {
+                        name: "vaultNamespace",
+                        ..
+                    }
+                ),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(
+            origin("https://Vault.Example:8200/x").unwrap(),
+            "https://vault.example:8200"
+        );
+        assert_eq!(origin("http://v").unwrap(), "http://v:80");
+        assert_eq!(origin("https://[::1]").unwrap(), "https://[::1]:443");
+    }
+
+    #[test]
+    fn operator_policy_limits_what_a_class_may_choose() {
+        let d = Defaults {
+            address: Some("http://operator:8200".into()),
+            policy: Policy {
+                allowed_addresses: vec![origin("https://vault.corp:8200").unwrap()],
+                allow_http: false,
+                allow_skip_verify: false,
+            },
+            ..Defaults::default()
+        };
+        let run = |extra: &[(&str, &str)]| {
+            let mut p = vec![("roleName", "r"), ("objects", OBJECTS)];
+            p.extend_from_slice(extra);
+            parse(&params(&p), Dialect::Vault, &d)
+        };
+        // The operator's own (http) address is never refused.
+        assert!(run(&[]).is_ok());
+        assert!(run(&[("vaultAddress", "http://operator:8200/")]).is_ok());
+        assert!(run(&[("vaultAddress", "https://VAULT.corp:8200")]).is_ok());
+        for (extra, needle) in [
+            (
+                ("vaultAddress", "https://evil:8200"),
+                "--vault-allowed-address",
+            ),
+            (
+                ("vaultAddress", "https://vault.corp:8201"),
+                "--vault-allowed-address",
+            ),
+            (
+                ("vaultAddress", "http://vault.corp:8200"),
+                "--vault-allow-http",
+            ),
+            (("vaultSkipTLSVerify", "true"), "--vault-allow-skip-verify"),
+        ] {
+            let err = run(&[extra]).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?}: {err}");
+        }
+        assert!(run(&[("vaultSkipTLSVerify", "false")]).is_ok());
+        // Defaults allow what the hashicorp provider allows.
+        let open = Defaults::default();
+        for extra in [
+            ("vaultAddress", "http://any:1"),
+            ("vaultSkipTLSVerify", "true"),
+        ] {
+            let mut p = vec![
+                ("roleName", "r"),
+                ("objects", OBJECTS),
+                ("vaultAddress", "https://x"),
+            ];
+            p.push(extra);
+            assert!(
+                parse(&params(&p), Dialect::Vault, &open).is_ok(),
+                "{extra:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,14 +16,20 @@ use crate::errors::root_cause;
 use crate::secret::Token;
 
 const HOW: &str = "EKS Pod Identity agent";
+/// Largest answer read from the agent (credentials JSON is a few hundred bytes).
+const AGENT_MAX_BODY: usize = 64 * 1024;
 
 impl Identity {
     /// Credentials from the first agent address that answers.
     pub async fn pod_identity(&self, urls: &[String], token: &Token) -> Result<Credentials, Error> {
         let agent = self.agent.get_or_init(|| {
-            reqwest::Client::builder()
-                .timeout(self.agent_timeout)
-                .connect_timeout(self.agent_timeout.min(Duration::from_secs(5)))
+            let policy = crate::backend::http::Policy {
+                max_body: AGENT_MAX_BODY,
+                connect_timeout: self.agent_timeout.min(Duration::from_secs(5)),
+                request_timeout: self.agent_timeout,
+            };
+            // No redirects (the pod's token is in the request), capped answers.
+            crate::backend::http::builder(&policy, false)
                 // The agent is link-local (or a test's loopback): never through a proxy.
                 .no_proxy()
                 .build()
@@ -50,7 +56,10 @@ impl Identity {
                     .send()
                     .await?;
                 let status = response.status().as_u16();
-                let body = response.bytes().await.unwrap_or_default();
+                // An answer above the cap reads as empty: refused below as not credentials.
+                let body = crate::backend::http::read_capped(response, AGENT_MAX_BODY)
+                    .await
+                    .unwrap_or_default();
                 Ok::<_, reqwest::Error>((status, body))
             };
             let answer = timed(

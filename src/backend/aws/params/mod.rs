@@ -190,6 +190,16 @@ pub(super) fn spc_error(message: String) -> Error {
     Error::Spc { message }
 }
 
+/// A region goes into endpoint host names (`secretsmanager.<region>.amazonaws.com`):
+/// anything but a DNS label would let a class move the host (`evil.example/`).
+fn is_region_name(r: &str) -> bool {
+    (1..=64).contains(&r.len())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !r.starts_with('-')
+        && !r.ends_with('-')
+}
+
 /// Reads every parameter of the dialect.
 pub fn parse(params: &Parameters, defaults: &Defaults) -> Result<Spc, Error> {
     let mut warnings = Vec::new();
@@ -198,6 +208,17 @@ pub fn parse(params: &Parameters, defaults: &Defaults) -> Result<Spc, Error> {
         .map(str::to_owned)
         .or_else(|| defaults.region.clone().filter(|r| !r.is_empty()));
     let failover_region = params.non_empty("failoverRegion").map(str::to_owned);
+    for (name, value) in [("region", &region), ("failoverRegion", &failover_region)] {
+        if let Some(r) = value
+            && !is_region_name(r)
+        {
+            return Err(spc_error(format!(
+                "{name} {:?} is not a region name (lower-case letters, digits and '-', at most 64): \
+                 it becomes part of the AWS endpoint's host name",
+                r.chars().take(64).collect::<String>()
+            )));
+        }
+    }
 
     let translation = translation(params.get("pathTranslation").unwrap_or(""))?;
 
@@ -737,6 +758,32 @@ mod tests {
         }
         let e = parse(&params(&[]), &d).unwrap_err().to_string();
         assert!(e.contains("objects"), "{e}");
+    }
+
+    #[test]
+    fn regions_must_be_host_labels() {
+        for ok in [
+            "us-east-1",
+            "eu-central-2",
+            "us-gov-west-1",
+            "cn-north-1",
+            "us-iso-east-1",
+        ] {
+            assert!(is_region_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example/",
+            "us-east-1.evil",
+            "US-EAST-1",
+            "a b",
+            "-x",
+            "x-",
+            "r\n",
+            &"a".repeat(65),
+        ] {
+            assert!(!is_region_name(bad), "{bad:?}");
+        }
     }
 
     #[test]
