@@ -206,11 +206,12 @@ impl Mounter {
         &self.backends
     }
 
-    /// Runs one mount for the socket `provider`.
+    /// Runs one mount for the socket `provider`, to answer by `deadline`.
     pub async fn mount(
         &self,
         provider: &str,
         req: &request::MountRequest,
+        deadline: std::time::Instant,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
         let mount_plan = self.plan(provider, &req.params)?;
         let MountPlan {
@@ -245,6 +246,7 @@ impl Mounter {
             token,
             claims: &claims,
             secrets: &req.secrets,
+            deadline,
         };
         let contents = plan
             .fetch

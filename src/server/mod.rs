@@ -73,6 +73,7 @@ impl Provider {
             Ok(b) => b.name(),
             Err(e) => return Err((status::Failure::Mount(e), Some(parsed))),
         };
+        let until = Instant::now() + deadline;
         let work = async {
             let _permit = self
                 .permits
@@ -80,7 +81,7 @@ impl Provider {
                 .await
                 .map_err(|_| status::Failure::ShuttingDown)?;
             self.mounter
-                .mount(&self.name, &parsed)
+                .mount(&self.name, &parsed, until)
                 .await
                 .map_err(status::Failure::Mount)
         };
