@@ -3,6 +3,7 @@
 //! All or nothing: any failure returns an error and no file.
 
 pub mod files;
+pub mod refresh;
 pub mod templates;
 pub mod version;
 
@@ -44,6 +45,8 @@ pub enum Error {
     },
     #[error("invalid templates")]
     Template(#[from] templates::Error),
+    #[error("invalid SecretProviderClass")]
+    Refresh(#[from] refresh::Error),
     #[error("backend {backend} returned {got} contents for {want} files")]
     FetchCount {
         backend: &'static str,
@@ -112,6 +115,7 @@ impl Backends {
         let backend = self.select(provider, params)?;
         let plan = backend.plan(params, provider).map_err(Error::Plan)?;
         let templates = templates::parse(params.get("templates"))?;
+        let refresh = refresh::parse(params.get(refresh::PARAMETER))?;
         let mut all = plan.files.clone();
         all.extend(templates.iter().map(template_file));
         files::check_plan(&all)?;
@@ -119,6 +123,7 @@ impl Backends {
             backend: backend.name(),
             plan,
             templates,
+            refresh,
         })
     }
 }
@@ -130,6 +135,8 @@ pub struct MountPlan {
     pub backend: &'static str,
     pub plan: Plan,
     pub templates: Vec<templates::Template>,
+    /// `refreshInterval`: how long a pod's last files answer its republishes.
+    pub refresh: std::time::Duration,
 }
 
 fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
@@ -150,6 +157,8 @@ pub struct Mounter {
     /// every republish asks for the same one, so the YAML is parsed once.
     plans:
         std::sync::Mutex<std::collections::HashMap<(String, request::Parameters), Arc<MountPlan>>>,
+    /// The last responses of classes with a `refreshInterval`.
+    responses: refresh::Responses,
 }
 
 /// Most plans kept (each for parameters of at most 64 KiB); the cache is
@@ -162,6 +171,9 @@ pub struct Outcome {
     pub backend: &'static str,
     pub objects: usize,
     pub bytes: usize,
+    /// With a `refreshInterval`: whether the last files were returned
+    /// without asking the backend.
+    pub reused: Option<bool>,
 }
 
 impl Mounter {
@@ -175,6 +187,7 @@ impl Mounter {
             versions,
             max_response_bytes,
             plans: std::sync::Mutex::default(),
+            responses: refresh::Responses::default(),
         }
     }
 
@@ -218,6 +231,7 @@ impl Mounter {
             backend,
             plan,
             templates,
+            refresh,
         } = &*mount_plan;
         let backend = *backend;
         tracing::debug!(
@@ -241,6 +255,21 @@ impl Mounter {
             .tokens
             .for_audience(&plan.audience)
             .map_err(|source| Error::Identity { backend, source })?;
+        // refreshInterval: the pod's last files, while they are fresh enough.
+        let kept = (!refresh.is_zero()).then(|| refresh::key(provider, req, token));
+        if let Some(key) = &kept
+            && let Some((response, objects, bytes)) = self.responses.get(key)
+        {
+            return Ok((
+                response,
+                Outcome {
+                    backend,
+                    objects,
+                    bytes,
+                    reused: Some(true),
+                },
+            ));
+        }
         let ctx = FetchContext {
             pod: &req.pod,
             token,
@@ -298,7 +327,12 @@ impl Mounter {
             backend,
             objects: planned.len(),
             bytes: response.files.iter().map(|f| f.contents.len()).sum(),
+            reused: kept.is_some().then_some(false),
         };
+        if let Some(key) = kept {
+            self.responses
+                .put(key, &response, outcome.objects, *refresh);
+        }
         Ok((response, outcome))
     }
 }

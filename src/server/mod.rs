@@ -132,6 +132,9 @@ impl CsiDriverProvider for Provider {
             Ok((response, parsed, outcome)) => {
                 self.metrics
                     .mount_finished(&self.name, tonic::Code::Ok, elapsed);
+                if let Some(reused) = outcome.reused {
+                    self.metrics.cache_lookup("mount_responses", reused);
+                }
                 let pod = parsed.as_ref().map(|p| &p.pod);
                 tracing::info!(
                     provider = %self.name,
@@ -141,6 +144,7 @@ impl CsiDriverProvider for Provider {
                     backend = outcome.backend,
                     objects = outcome.objects,
                     bytes = outcome.bytes,
+                    reused = outcome.reused.unwrap_or(false),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     code = "OK",
                     "mount"

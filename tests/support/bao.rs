@@ -21,6 +21,9 @@ const SPEC: Spec = Spec {
     tail_lines: 50,
 };
 
+/// The file audit device's log, in the server's directory.
+const AUDIT_LOG: &str = "audit.log";
+
 pub struct Bao {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
@@ -51,6 +54,17 @@ impl Bao {
     /// was taken, see [`proc::start`]). Panics with
     /// [`super::NOT_INSTALLED`] if OpenBao is not installed.
     pub fn start() -> Bao {
+        Bao::start_inner(false)
+    }
+
+    /// [`Bao::start`] with a file audit device (declared in a config file,
+    /// as OpenBao wants audit devices): every request OpenBao handles is in
+    /// [`Bao::audited`].
+    pub fn start_with_audit() -> Bao {
+        Bao::start_inner(true)
+    }
+
+    fn start_inner(audit: bool) -> Bao {
         let bin = bao_bin();
         proc::start(START_TIMEOUT, || {
             let port = free_port_pair();
@@ -63,6 +77,18 @@ impl Bao {
                     .arg("-dev-no-store-token")
                     // Nothing of the developer's home (token helper, config).
                     .env("HOME", dir);
+                if audit {
+                    let config = dir.join("audit.hcl");
+                    std::fs::write(
+                        &config,
+                        format!(
+                            "audit \"file\" \"test\" {{\n  options {{\n    file_path = {:?}\n  }}\n}}\n",
+                            dir.join(AUDIT_LOG).display().to_string()
+                        ),
+                    )
+                    .expect("write the audit config");
+                    cmd.arg(format!("-config={}", config.display()));
+                }
             });
             Bao {
                 addr: format!("http://127.0.0.1:{port}"),
@@ -75,6 +101,31 @@ impl Bao {
 
     pub fn log_text(&self) -> String {
         self.process.log_text()
+    }
+
+    /// The requests OpenBao's audit device logged, as (operation, path),
+    /// e.g. ("read", "secret/data/shop/db"), ("update", "auth/jwt/login").
+    /// Empty unless started with [`Bao::start_with_audit`].
+    pub fn audited(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir().join(AUDIT_LOG)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .map(|e| {
+                (
+                    e["request"]["operation"].as_str().unwrap_or("").to_owned(),
+                    e["request"]["path"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// How many audited requests had this operation and path.
+    pub fn audited_count(&self, operation: &str, path: &str) -> usize {
+        self.audited()
+            .iter()
+            .filter(|(o, p)| o == operation && p == path)
+            .count()
     }
 
     pub fn dir(&self) -> &std::path::Path {
