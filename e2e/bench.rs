@@ -598,8 +598,11 @@ async fn main() -> Result<()> {
     }
     report.rss_after_kib = proc_status(coffer.pid, "VmRSS:");
 
-    // The scale model: AWS requests per API against moto, Vault per pod-minute.
-    report.scale = Some(scale::run(&vault, &dir).await?.render());
+    // The scale model: AWS requests per API against moto, Vault per pod-minute
+    // (BENCH_SCALE_PODS=0 skips it, e.g. under a profiler).
+    if env_u64("BENCH_SCALE_PODS", 100) > 0 {
+        report.scale = Some(scale::run(&vault, &dir).await?.render());
+    }
 
     // Soak: rotation-style republishes over 5,000 pods, RSS sampled.
     if soak_seconds > 0 {

@@ -489,6 +489,10 @@ impl Scale {
             },
             CREDENTIAL_MINUTES
         ));
+        if let Ok(bin) = std::env::var("BENCH_COFFER_BIN") {
+            let bin = bin.rsplit("/target/").next().unwrap_or(&bin).to_owned();
+            s.push_str(&format!("This section was measured with `BENCH_COFFER_BIN=target/{bin}`: request counts do not depend on the build.\n\n"));
+        }
         s.push_str("Requests per pod (GetSecretValue / DescribeSecret / BatchGetSecretValue / STS):\n\n| design | how | cold mount | republish, unchanged | republish, one secret changed |\n|---|---|---|---|---|\n");
         let row = |m: &BTreeMap<String, f64>| {
             let g = |api: &str| m.get(api).copied().unwrap_or(0.0);
