@@ -155,8 +155,14 @@ pub struct Mounter {
     max_response_bytes: usize,
     /// Plans by (socket, parameters): every pod of a SecretProviderClass and
     /// every republish asks for the same one, so the YAML is parsed once.
-    plans:
-        std::sync::Mutex<std::collections::HashMap<(String, request::Parameters), Arc<MountPlan>>>,
+    /// Per socket, then per parameters: looked up by reference, so a mount
+    /// copies nothing to find its plan.
+    plans: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            std::collections::HashMap<request::Parameters, Arc<MountPlan>>,
+        >,
+    >,
     /// The last responses of classes with a `refreshInterval`.
     responses: refresh::Responses,
 }
@@ -193,12 +199,12 @@ impl Mounter {
 
     /// The plan for these parameters, parsed once and then shared.
     fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Arc<MountPlan>, Error> {
-        let key = (provider.to_owned(), params.clone());
         if let Some(plan) = self
             .plans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(provider)
+            .and_then(|by_params| by_params.get(params))
         {
             return Ok(plan.clone());
         }
@@ -208,10 +214,18 @@ impl Mounter {
             return Ok(plan);
         }
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if plans.len() >= PLAN_CACHE {
+        if plans
+            .values()
+            .map(std::collections::HashMap::len)
+            .sum::<usize>()
+            >= PLAN_CACHE
+        {
             plans.clear();
         }
-        plans.insert(key, plan.clone());
+        plans
+            .entry(provider.to_owned())
+            .or_default()
+            .insert(params.clone(), plan.clone());
         Ok(plan)
     }
 

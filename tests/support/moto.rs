@@ -33,6 +33,9 @@ pub fn moto_bin() -> PathBuf {
     }
 }
 
+/// How long one seeding call may take (see [`Moto::call`]).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// moto's request recorder writes here, in the server's directory.
 const RECORDING: &str = "recording.jsonl";
 
@@ -151,7 +154,10 @@ impl Moto {
             "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
         );
         let bytes = serde_json::to_vec(body).unwrap();
-        let resp = http::request(
+        // moto builds a service's backend on its first call; SSM's loads
+        // thousands of AWS public parameters, CPU seconds that stretch past
+        // the default 10 s on a loaded 2-core machine.
+        let resp = http::request_within(
             &self.addr,
             "POST",
             "/",
@@ -162,6 +168,7 @@ impl Moto {
                 ("Authorization", &auth),
             ],
             Some(&bytes),
+            CALL_TIMEOUT,
         )
         .unwrap_or_else(|e| panic!("moto {target}: {e}"));
         (resp.status, resp.json())
