@@ -112,6 +112,8 @@ pub struct Failure {
     pub retryable: bool,
     /// Whether the service answered no, for the request metrics.
     pub outcome: Outcome,
+    /// Throttled: a throttling error code, or HTTP 429 whatever the code.
+    pub throttled: bool,
 }
 
 impl Default for Failure {
@@ -129,6 +131,7 @@ impl Failure {
             kind: ErrorKind::Internal,
             retryable: false,
             outcome: Outcome::Error,
+            throttled: false,
         }
     }
 
@@ -138,6 +141,7 @@ impl Failure {
         Self {
             kind,
             retryable,
+            throttled: is_throttling(code),
             ..Self::internal(code, message)
         }
     }
@@ -146,7 +150,7 @@ impl Failure {
     /// throttling names the quota that ran out, other retried failures say
     /// how often they were tried.
     pub fn after(mut self, attempts: u32, operation: &str) -> Self {
-        if is_throttling(&self.code) {
+        if self.throttled {
             self.message = format!(
                 "{} (throttled {attempts} time(s) within the mount's deadline; {})",
                 self.message,
@@ -276,6 +280,7 @@ where
             let err = ctx.err();
             let code = err.code().unwrap_or("Unknown").to_owned();
             let (kind, retryable) = code_kind(&code, Some(status));
+            let throttled = is_throttling(&code) || status == 429;
             Failure {
                 message: err
                     .message()
@@ -289,6 +294,7 @@ where
                 } else {
                     Outcome::Error
                 },
+                throttled,
             }
         }
         SdkError::TimeoutError(_) => Failure {
