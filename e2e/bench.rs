@@ -4,7 +4,12 @@
 //!
 //! Environment: BENCH_MOUNTS (sequential mounts, default 2000),
 //! BENCH_SECONDS (per concurrency level, default 5), BENCH_SOAK_SECONDS
-//! (default 600; 0 skips the soak), BENCH_OUT (default docs/benchmarks.md).
+//! (default 600; 0 skips the soak), BENCH_OUT (default docs/benchmarks.md),
+//! BENCH_ONLY=scale (only the scale model of [`scale`], written over the
+//! `## Scale` section of BENCH_OUT), BENCH_COFFER_BIN (default
+//! target/release/coffer), and scale.rs's BENCH_SCALE_*.
+
+mod scale;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -294,7 +299,10 @@ fn start_coffer(dir: &Path) -> Result<Coffer> {
 }
 
 fn start_coffer_with(dir: &Path, provider: &str, extra: &[&str]) -> Result<Coffer> {
-    let bin = root().join("target/release/coffer");
+    // BENCH_COFFER_BIN: another build (request counts do not depend on it; timings do).
+    let bin = std::env::var("BENCH_COFFER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target/release/coffer"));
     let health = format!("127.0.0.1:{}", free_port());
     let socket = dir.join(format!("{provider}.sock"));
     let started = Instant::now();
@@ -388,6 +396,15 @@ async fn main() -> Result<()> {
 
     let dir = std::env::temp_dir().join(format!("coffer-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
+    if std::env::var("BENCH_ONLY").is_ok_and(|v| v == "scale") {
+        let section = scale::run(&vault, &dir).await?.render();
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("{section}");
+        let old = std::fs::read_to_string(&out).unwrap_or_default();
+        std::fs::write(&out, splice_section(&old, "\n## Scale\n", &section))?;
+        eprintln!("wrote the scale section of {}", out.display());
+        return Ok(());
+    }
     // Cold start: the best of 5 (the binary and its pages warm after the first).
     let mut cold = Vec::new();
     for _ in 0..env_u64("BENCH_COLD_STARTS", 5) {
@@ -584,8 +601,11 @@ async fn main() -> Result<()> {
     }
     report.rss_after_kib = proc_status(coffer.pid, "VmRSS:");
 
-    // AWS: batch and STS calls per warm mount, against moto.
-    report.aws = aws_calls(&dir).await?;
+    // The scale model: AWS requests per API against moto, Vault per pod-minute
+    // (BENCH_SCALE_PODS=0 skips it, e.g. under a profiler).
+    if env_u64("BENCH_SCALE_PODS", 100) > 0 {
+        report.scale = Some(scale::run(&vault, &dir).await?.render());
+    }
 
     // Soak: rotation-style republishes over 5,000 pods, RSS sampled.
     if soak_seconds > 0 {
@@ -650,129 +670,19 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// moto with 25 secrets; calls per warm mount of 1, 10, 25 objects:
-/// (objects, BatchGetSecretValue, GetSecretValue, AssumeRoleWithWebIdentity).
-async fn aws_calls(dir: &Path) -> Result<Vec<(usize, f64, f64, f64)>> {
-    let bin = tool("COFFER_MOTO_BIN")?;
-    let port = free_port();
-    let moto_dir = dir.join("moto");
-    std::fs::create_dir_all(&moto_dir)?;
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .current_dir(&moto_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let _moto = Killed(child);
-    let addr = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("{addr}/moto-api/data.json"))
-        .send()
-        .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err("moto did not start".into());
+/// `old` with its section starting at `heading` (up to the next `\n## `)
+/// replaced by `section`, or `section` appended.
+fn splice_section(old: &str, heading: &str, section: &str) -> String {
+    match old.find(heading) {
+        Some(start) => {
+            let rest = &old[start + heading.len()..];
+            let end = rest
+                .find("\n## ")
+                .map_or(old.len(), |e| start + heading.len() + e);
+            format!("{}{}{}", &old[..start], section, &old[end..])
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        None => format!("{old}{section}"),
     }
-    for i in 0..25 {
-        let body = serde_json::to_vec(
-            &json!({"Name": format!("bench/s{i}"), "SecretString": format!("{{\"value\":\"aws-bench-{i}\"}}")}),
-        )?;
-        let resp = http
-            .post(&addr)
-            .header("Content-Type", "application/x-amz-json-1.1")
-            .header("X-Amz-Target", "secretsmanager.CreateSecret")
-            .header("X-Amz-Date", "20260101T000000Z")
-            .header("Authorization", "AWS4-HMAC-SHA256 Credential=testing/20260101/us-west-2/secretsmanager/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
-            .body(body)
-            .send()
-            .await?;
-        if !resp.status().is_success() {
-            return Err(format!("moto CreateSecret: {}", resp.status()).into());
-        }
-    }
-    let aws_dir = dir.join("aws");
-    std::fs::create_dir_all(&aws_dir)?;
-    let coffer = start_coffer_with(&aws_dir, "aws", &["--aws-endpoint-url", &addr])?;
-    let mut client = connect(&coffer.socket).await?;
-    let token = mint_for("web-0", &uid(0), "sts.amazonaws.com");
-    let mut out = Vec::new();
-    for n in [1usize, 10, 25] {
-        let objects: String = (0..n)
-            .map(|i| format!("- {{objectName: bench/s{i}, objectType: secretsmanager}}\n"))
-            .collect();
-        let mut parameters = BTreeMap::new();
-        for (k, v) in [
-            ("region", "us-west-2"),
-            ("roleArn", "arn:aws:iam::123456789012:role/bench"),
-            ("objects", objects.as_str()),
-        ] {
-            parameters.insert(k.to_owned(), v.to_owned());
-        }
-        let spc = SecretProviderClass {
-            name: "bench-aws".into(),
-            namespace: Some(NS.into()),
-            provider: "aws".into(),
-            parameters,
-        };
-        let pod = PodIdentity {
-            name: "web-0".into(),
-            namespace: NS.into(),
-            uid: uid(0),
-            service_account: SA.into(),
-        };
-        let attributes = standin::attributes(
-            &spc,
-            &[],
-            &pod,
-            Some(&standin::tokens_json(&[(
-                "sts.amazonaws.com".into(),
-                Token::new(token.clone()),
-            )])),
-        );
-        let req = MountRequest {
-            attributes,
-            secrets: "null".into(),
-            target_path: "/t".into(),
-            permission: "420".into(),
-            current_object_version: vec![],
-        };
-        client.mount(req.clone()).await?;
-        let series =
-            |op: &str| format!("coffer_backend_requests_total{{backend=\"aws\",operation=\"{op}\"");
-        let before = (
-            metric(
-                &coffer.health,
-                &series("secretsmanager.BatchGetSecretValue"),
-            )
-            .await,
-            metric(&coffer.health, &series("secretsmanager.GetSecretValue")).await,
-            metric(&coffer.health, &series("sts.AssumeRoleWithWebIdentity")).await,
-        );
-        for _ in 0..20 {
-            client.mount(req.clone()).await?;
-        }
-        let after = (
-            metric(
-                &coffer.health,
-                &series("secretsmanager.BatchGetSecretValue"),
-            )
-            .await,
-            metric(&coffer.health, &series("secretsmanager.GetSecretValue")).await,
-            metric(&coffer.health, &series("sts.AssumeRoleWithWebIdentity")).await,
-        );
-        out.push((
-            n,
-            (after.0 - before.0) / 20.0,
-            (after.1 - before.1) / 20.0,
-            (after.2 - before.2) / 20.0,
-        ));
-    }
-    Ok(out)
 }
 
 /// What the profile says about the targets that are missed (valgrind
@@ -800,7 +710,8 @@ const NOTES: &str = "
 
 #[derive(Default)]
 struct Report {
-    aws: Vec<(usize, f64, f64, f64)>,
+    /// The rendered `## Scale` section.
+    scale: Option<String>,
     cold_start_ms: (f64, f64),
     rss_idle_kib: u64,
     rss_after_kib: u64,
@@ -859,13 +770,6 @@ impl Report {
         for (n, logins, reads) in &self.calls {
             s.push_str(&format!("| Vault calls per warm mount, {n} objects on {n} paths: logins / reads | {logins:.2} / {reads:.2} | 0 / {n} | {} |\n", met(*logins == 0.0 && (*reads - *n as f64).abs() < 0.01)));
         }
-        for (n, batch, single, sts) in &self.aws {
-            let want = n.div_ceil(20);
-            s.push_str(&format!(
-                "| AWS calls per warm mount, {n} Secrets Manager objects: BatchGetSecretValue / GetSecretValue / STS | {batch:.2} / {single:.2} / {sts:.2} | {want} / 0 / 0 | {} |\n",
-                met((*batch - want as f64).abs() < 0.01 && *single == 0.0 && *sts == 0.0)
-            ));
-        }
         s.push_str(&format!("| provider CPU per 1-object mount (user+sys from /proc) | {:.0} µs | ≤ 150 µs | {} |\n", self.cpu_us_per_mount, met(self.cpu_us_per_mount <= 150.0)));
         s.push_str(&format!(
             "| RSS idle | {:.1} MiB | ≤ 15 MiB | {} |\n",
@@ -883,6 +787,9 @@ impl Report {
             self.peak_rss_kib as f64 / 1024.0
         ));
         s.push_str(NOTES);
+        if let Some(scale) = &self.scale {
+            s.push_str(scale);
+        }
         if soak_seconds > 0 {
             s.push_str(&format!("\n## Soak\n\n{soak_seconds} s of rotation-style republishes, 16 at a time, over 5,000 pods: {} mounts, {} errors. RSS over time:\n\n| s | RSS MiB |\n|---|---|\n", self.soak_mounts, self.soak_errors));
             for (t, rss) in &self.soak {

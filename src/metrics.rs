@@ -19,7 +19,7 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MountLabels {
     provider: String,
-    code: String,
+    code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -27,24 +27,26 @@ struct ProviderLabels {
     provider: String,
 }
 
+// Label values known at compile time are `&'static str`: a lookup then
+// allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CacheLabels {
-    cache: String,
-    result: String,
+    cache: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BackendLabels {
-    backend: String,
-    operation: String,
-    outcome: String,
+    backend: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
 }
 
 /// The duration histogram has no `outcome`: one series set per operation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
-    backend: String,
-    operation: String,
+    backend: &'static str,
+    operation: &'static str,
 }
 
 /// Upper bounds of both duration histograms, in seconds: 10 buckets (plus
@@ -239,7 +241,7 @@ impl Metrics {
         self.mounts
             .get_or_create(&MountLabels {
                 provider: provider.to_owned(),
-                code: code_name(code).to_owned(),
+                code: code_name(code),
             })
             .inc();
         self.mount_duration
@@ -251,15 +253,15 @@ impl Metrics {
 
     pub fn backend_request(
         &self,
-        backend: &str,
-        operation: &str,
-        outcome: &str,
+        backend: &'static str,
+        operation: &'static str,
+        outcome: &'static str,
         elapsed: Duration,
     ) {
         let labels = BackendLabels {
-            backend: backend.to_owned(),
-            operation: operation.to_owned(),
-            outcome: outcome.to_owned(),
+            backend,
+            operation,
+            outcome,
         };
         self.backend_requests.get_or_create(&labels).inc();
         self.backend_duration
@@ -270,20 +272,22 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn cache_lookup(&self, cache: &str, hit: bool) {
+    pub fn cache_lookup(&self, cache: &'static str, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.cache_lookups
-            .get_or_create(&CacheLabels {
-                cache: cache.to_owned(),
-                result: result.to_owned(),
-            })
+            .get_or_create(&CacheLabels { cache, result })
             .inc();
     }
 
     /// A credential cache lookup of `backend` (`result`: `hit` or `miss`),
     /// counted as cache `<backend>_credentials`.
     pub fn credential_cache(&self, backend: &str, result: &str) {
-        self.cache_lookup(&format!("{backend}_credentials"), result == "hit");
+        let cache = match backend {
+            "aws" => "aws_credentials",
+            "vault" => "vault_credentials",
+            _ => "other_credentials",
+        };
+        self.cache_lookup(cache, result == "hit");
     }
 
     pub fn authority_rewritten(&self, n: u64) {

@@ -238,6 +238,19 @@ impl NodePublishSecrets {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// SHA-256 over every key and value, for cache keys.
+    pub fn digest(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for (k, v) in &self.0 {
+            for part in [k.as_bytes(), v.expose().as_bytes()] {
+                h.update((part.len() as u64).to_be_bytes());
+                h.update(part);
+            }
+        }
+        h.finalize().into()
+    }
 }
 
 impl fmt::Debug for NodePublishSecrets {

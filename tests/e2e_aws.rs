@@ -77,6 +77,19 @@ fn mount(
     pod: &Pod,
     out: &Path,
 ) -> (bool, String, String) {
+    mount_as(coffer, spc, audience, &pod.token_file(), POD, POD_UID, out)
+}
+
+/// `coffer mount` for the pod `name` with `uid` and the token in `token_file`.
+fn mount_as(
+    coffer: &Coffer,
+    spc: &Path,
+    audience: &str,
+    token_file: &Path,
+    name: &str,
+    uid: &str,
+    out: &Path,
+) -> (bool, String, String) {
     let output = coffer_cmd()
         .args(["mount", "--spc"])
         .arg(spc)
@@ -84,18 +97,18 @@ fn mount(
         .arg(&coffer.socket_dir)
         .args([
             "--pod-name",
-            POD,
+            name,
             "--pod-namespace",
             NS,
             "--pod-uid",
-            POD_UID,
+            uid,
             "--service-account",
             SA,
             "--timeout",
             "60s",
         ])
         .arg("--token")
-        .arg(format!("{audience}={}", pod.token_file().display()))
+        .arg(format!("{audience}={}", token_file.display()))
         .arg("--out")
         .arg(out)
         .output()
@@ -250,13 +263,16 @@ fn files_match_the_aws_provider() {
     let m = python_mount(&coffer.socket("aws"), "path", &req);
     assert_eq!(m["ok"], true, "{m}");
 
-    // One STS call for the three mounts; one batch call and one GetParameters each.
+    // One STS call for the three mounts of the pod; the first reads each
+    // secret, the next two only ask DescribeSecret whether it changed; one
+    // GetParameters each.
     assert_eq!(aws_calls(&coffer, "sts.AssumeRoleWithWebIdentity"), 1.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 2.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.DescribeSecret"), 4.0);
     assert_eq!(
         aws_calls(&coffer, "secretsmanager.BatchGetSecretValue"),
-        3.0
+        0.0
     );
-    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 0.0);
     assert_eq!(aws_calls(&coffer, "ssm.GetParameters"), 3.0);
     assert_log_clean(
         &coffer,
@@ -307,7 +323,7 @@ fn path_translation_and_version_pins() {
     assert_eq!(read(&out, "app/x"), "x-two");
     assert_eq!(read(&out, "app/y"), "y-one");
 
-    let before_batch = aws_calls(&coffer, "secretsmanager.BatchGetSecretValue");
+    let before_get = aws_calls(&coffer, "secretsmanager.GetSecretValue");
     let before_params = aws_calls(&coffer, "ssm.GetParameters");
     let pins = pod.spc(
         "pins",
@@ -332,20 +348,21 @@ fn path_translation_and_version_pins() {
     assert_eq!(read(&out, "x-v1"), "x-one");
     assert_eq!(read(&out, "x-stable"), "x-one");
     assert_eq!(read(&out, "y"), "y-one");
-    // Pins go one by one; the rest share one batch. A parameter appears
-    // once per GetParameters call, so /app/x's three forms take three.
+    // One GetSecretValue per distinct secret/version asked (the current
+    // version and the pinned ID are the same version, but asked apart). A
+    // parameter appears once per GetParameters call, so /app/x's three
+    // forms take three.
     assert_eq!(
-        aws_calls(&coffer, "secretsmanager.BatchGetSecretValue") - before_batch,
-        1.0
+        aws_calls(&coffer, "secretsmanager.GetSecretValue") - before_get,
+        3.0
     );
-    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 2.0);
     assert_eq!(aws_calls(&coffer, "ssm.GetParameters") - before_params, 3.0);
     assert_log_clean(&coffer, &[DB_PASSWORD, API_KEY, "v1-secret", "x-one"]);
 }
 
 #[test]
 #[ignore = "needs moto: run make test"]
-fn twenty_five_secrets_cost_two_batch_calls_and_fifty_mounts_one_sts_call() {
+fn twenty_five_secrets_read_once_and_fifty_mounts_one_sts_call() {
     let moto = Moto::start();
     let mut objects = String::new();
     for i in 0..25 {
@@ -373,14 +390,12 @@ fn twenty_five_secrets_cost_two_batch_calls_and_fifty_mounts_one_sts_call() {
     assert!(report.starts_with("wrote 37 file(s)"), "{report}");
     assert_eq!(read(&out, "bulk_s24"), "value-24");
     assert_eq!(read(&out, "_bulk_p11"), "param-11");
-    assert_eq!(
-        aws_calls(&coffer, "secretsmanager.BatchGetSecretValue"),
-        2.0
-    );
-    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 0.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 25.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.DescribeSecret"), 0.0);
     assert_eq!(aws_calls(&coffer, "ssm.GetParameters"), 2.0);
 
-    // 49 more mounts of the same pod, 7 at a time: still one STS call.
+    // 49 more mounts of the same pod, 7 at a time: still one STS call, and
+    // one DescribeSecret each for the value the first mount read.
     let small = pod.spc(
         "small",
         "aws",
@@ -399,6 +414,8 @@ fn twenty_five_secrets_cost_two_batch_calls_and_fifty_mounts_one_sts_call() {
         }
     });
     assert_eq!(aws_calls(&coffer, "sts.AssumeRoleWithWebIdentity"), 1.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 25.0);
+    assert_eq!(aws_calls(&coffer, "secretsmanager.DescribeSecret"), 49.0);
     assert_eq!(
         coffer.metric("coffer_cache_lookups_total{cache=\"aws_credentials\",result=\"miss\"} "),
         1.0
@@ -415,6 +432,190 @@ fn twenty_five_secrets_cost_two_batch_calls_and_fifty_mounts_one_sts_call() {
         &coffer,
         &["value-0", "param-0", &pod.token[pod.token.len() - 20..]],
     );
+}
+
+/// Requests per API since `before`, as moto recorded them and as coffer's
+/// `coffer_backend_requests_total` counts them (every attempt, any outcome).
+struct Calls {
+    moto: Vec<usize>,
+    coffer: Vec<f64>,
+}
+
+const COUNTED: [(&str, &str); 5] = [
+    (
+        "secretsmanager.GetSecretValue",
+        "secretsmanager.GetSecretValue",
+    ),
+    (
+        "secretsmanager.DescribeSecret",
+        "secretsmanager.DescribeSecret",
+    ),
+    (
+        "secretsmanager.BatchGetSecretValue",
+        "secretsmanager.BatchGetSecretValue",
+    ),
+    ("AmazonSSM.GetParameters", "ssm.GetParameters"),
+    (
+        "sts.AssumeRoleWithWebIdentity",
+        "sts.AssumeRoleWithWebIdentity",
+    ),
+];
+
+fn calls(moto: &Moto, coffer: &Coffer) -> Calls {
+    let recorded = moto.requests();
+    Calls {
+        moto: COUNTED
+            .iter()
+            .map(|(api, _)| recorded.iter().filter(|r| r == api).count())
+            .collect(),
+        coffer: COUNTED
+            .iter()
+            .map(|(_, op)| {
+                ["ok", "refused", "error"]
+                    .iter()
+                    .map(|outcome| {
+                        coffer.metric(&format!(
+                            "coffer_backend_requests_total{{backend=\"aws\",operation=\"{op}\",outcome=\"{outcome}\"}} "
+                        ))
+                    })
+                    .sum()
+            })
+            .collect(),
+    }
+}
+
+/// Asserts the requests since `before`: (GetSecretValue, DescribeSecret,
+/// BatchGetSecretValue, GetParameters, AssumeRoleWithWebIdentity), counted
+/// by moto and by coffer alike.
+fn assert_calls(
+    moto: &Moto,
+    coffer: &Coffer,
+    before: &Calls,
+    want: [usize; 5],
+    step: &str,
+) -> Calls {
+    let now = calls(moto, coffer);
+    let by_moto: Vec<usize> = now
+        .moto
+        .iter()
+        .zip(&before.moto)
+        .map(|(a, b)| a - b)
+        .collect();
+    let by_coffer: Vec<usize> = now
+        .coffer
+        .iter()
+        .zip(&before.coffer)
+        .map(|(a, b)| (a - b) as usize)
+        .collect();
+    assert_eq!(
+        by_moto, want,
+        "{step}: requests moto answered (GetSecretValue, DescribeSecret, BatchGetSecretValue, GetParameters, STS)"
+    );
+    assert_eq!(by_coffer, want, "{step}: requests coffer counts");
+    now
+}
+
+#[test]
+#[ignore = "needs moto: run make test"]
+fn republish_asks_describe_secret_and_reads_only_what_changed() {
+    let moto = Moto::start();
+    seed(&moto, REGION);
+    moto.create_secret(REGION, "shop/rotating", "r1");
+    moto.put_secret_value(REGION, "shop/rotating", "r2");
+    let coffer = start_coffer(&moto, &["--aws-region", REGION]);
+    let pod = Pod::new(IRSA);
+    let spc = pod.spc(
+        "republish",
+        "aws",
+        &[("roleArn", ROLE)],
+        "- {objectName: shop/db, objectType: secretsmanager, objectAlias: db}\n\
+         - {objectName: shop/cert, objectType: secretsmanager, objectAlias: cert}\n\
+         - {objectName: shop/rotating, objectType: secretsmanager, objectAlias: current}\n\
+         - {objectName: shop/rotating, objectType: secretsmanager, objectAlias: previous, objectVersionLabel: AWSPREVIOUS}\n\
+         - {objectName: /shop/api-key, objectType: ssmparameter, objectAlias: api-key}\n\
+         - {objectName: /shop/flags, objectType: ssmparameter, objectAlias: flags}\n",
+    );
+    moto.start_recording();
+    let start = calls(&moto, &coffer);
+    let out = pod.dir.path().join("volume");
+
+    // Cold: one GetSecretValue per distinct secret/version, one
+    // GetParameters for both parameters, one STS call.
+    mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert_eq!(
+        (
+            read(&out, "db"),
+            read(&out, "current"),
+            read(&out, "previous")
+        ),
+        (DB_JSON.to_owned(), "r2".to_owned(), "r1".to_owned())
+    );
+    let now = assert_calls(&moto, &coffer, &start, [4, 0, 0, 1, 1], "cold mount");
+
+    // Republish, nothing changed: one DescribeSecret per distinct secret,
+    // no value read again.
+    mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert_eq!(read(&out, "db"), DB_JSON);
+    assert_eq!(std::fs::read(out.join("cert")).unwrap(), CERT);
+    let now = assert_calls(&moto, &coffer, &now, [0, 3, 0, 1, 0], "unchanged republish");
+
+    // One secret changed: it alone is read again.
+    moto.put_secret_value(REGION, "shop/db", "db-v2");
+    mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert_eq!(read(&out, "db"), "db-v2");
+    assert_eq!(read(&out, "current"), "r2");
+    let now = assert_calls(&moto, &coffer, &now, [1, 3, 0, 1, 0], "one secret changed");
+
+    // A rotation moves both labels of shop/rotating: both versions are read.
+    moto.put_secret_value(REGION, "shop/rotating", "r3");
+    mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert_eq!(
+        (read(&out, "current"), read(&out, "previous")),
+        ("r3".to_owned(), "r2".to_owned())
+    );
+    let now = assert_calls(&moto, &coffer, &now, [2, 3, 0, 1, 0], "rotation");
+
+    // Another pod never gets what this pod's credentials read: it reads
+    // every value itself (and signs in itself).
+    let other_token = pod.dir.path().join("other-token");
+    std::fs::write(
+        &other_token,
+        jwt::sa_token(NS, SA, "web-other", "0c6d5a3e-other-pod", IRSA, 600),
+    )
+    .unwrap();
+    let other_out = pod.dir.path().join("other");
+    let (ok, report, err) = mount_as(
+        &coffer,
+        &spc,
+        IRSA,
+        &other_token,
+        "web-other",
+        "0c6d5a3e-other-pod",
+        &other_out,
+    );
+    assert!(ok, "{err}\n{report}");
+    assert_eq!(read(&other_out, "db"), "db-v2");
+    let now = assert_calls(&moto, &coffer, &now, [4, 0, 0, 1, 1], "another pod");
+
+    // A new token for the first pod means new credentials: what its old
+    // credentials read is dropped and read again.
+    std::fs::write(
+        pod.token_file(),
+        jwt::sa_token(NS, SA, POD, POD_UID, IRSA, 900),
+    )
+    .unwrap();
+    mount_ok(&coffer, &spc, IRSA, &pod, &out);
+    assert_eq!(read(&out, "db"), "db-v2");
+    assert_calls(&moto, &coffer, &now, [4, 0, 0, 1, 1], "new credentials");
+    // Per request (4 per mount): held values used on the unchanged
+    // republish (4), the one-change republish (3) and the rotation (2).
+    let hits = coffer.metric("coffer_cache_lookups_total{cache=\"aws_values\",result=\"hit\"} ");
+    let misses = coffer.metric("coffer_cache_lookups_total{cache=\"aws_values\",result=\"miss\"} ");
+    assert_eq!(
+        (hits, misses),
+        (4.0 + 3.0 + 2.0, 4.0 + 1.0 + 2.0 + 4.0 + 4.0)
+    );
+    assert_log_clean(&coffer, &[DB_PASSWORD, API_KEY, "db-v2", "r1", "r2", "r3"]);
 }
 
 #[test]
@@ -563,8 +764,9 @@ fn failover_region_only_when_the_primary_is_down() {
             && err.contains("ResourceNotFoundException"),
         "{err}"
     );
+    assert_eq!(aws_calls(&coffer, "secretsmanager.GetSecretValue"), 0.0);
     assert_eq!(
-        aws_calls(&coffer, "secretsmanager.BatchGetSecretValue"),
+        coffer.metric("coffer_backend_requests_total{backend=\"aws\",operation=\"secretsmanager.GetSecretValue\",outcome=\"refused\"} "),
         1.0
     );
     assert_log_clean(&coffer, &[DB_PASSWORD, API_KEY]);

@@ -587,3 +587,119 @@ fn invalid_provider_name_is_refused_at_start() {
         "{out:?}"
     );
 }
+
+#[test]
+#[ignore = "needs OpenBao: run make test"]
+fn refresh_interval_answers_republishes_without_asking_openbao() {
+    // OpenBao with a file audit device: every request it handles is logged.
+    let bao = Bao::start_with_audit();
+    bao.enable_auth("jwt", "jwt");
+    let key = std::fs::read_to_string(
+        support::manifest_dir().join("tests/fixtures/sa-signing-key.pub.pem"),
+    )
+    .unwrap();
+    bao.configure_jwt("jwt", &key);
+    bao.put_policy(
+        "web",
+        r#"path "secret/data/shop/*" { capabilities = ["read"] }"#,
+    );
+    bao.jwt_role("jwt", "web", &jwt::subject(NS, SA), "vault", &["web"]);
+    bao.kv_put(
+        "secret/data/shop/db",
+        json!({"username": "shop", "password": DB_PASSWORD, "port": 5432}),
+    );
+    bao.kv_put("secret/data/shop/api", json!({"key": API_KEY}));
+    let coffer = Coffer::start(&["coffer"], &[]);
+    let reads = || {
+        (
+            bao.audited_count("read", "secret/data/shop/db")
+                + bao.audited_count("read", "secret/data/shop/api"),
+            bao.audited_count("update", "auth/jwt/login"),
+        )
+    };
+    // The client shows sizes only; the rotated password is shorter.
+    let password_size = |m: &Value| {
+        let files = m["files"].as_array().unwrap();
+        let f = files.iter().find(|f| f["path"] == "db-password").unwrap();
+        f["size"].as_u64().unwrap()
+    };
+    let token = token();
+    let hour = request(&attributes(&bao, &token, &[("refreshInterval", "1h")]));
+
+    // First mount: one login, the two distinct reads.
+    let first = python_mount(&coffer.socket("coffer"), "localhost", &hour);
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(reads(), (2, 1));
+
+    // Republishes of the same pod with the same token within the interval:
+    // the same files, and OpenBao sees nothing at all.
+    bao.kv_put(
+        "secret/data/shop/db",
+        json!({"username": "shop", "password": "rotated-pw", "port": 5432}),
+    );
+    let audited = bao.audited().len();
+    for _ in 0..3 {
+        let again = python_mount(&coffer.socket("coffer"), "localhost", &hour);
+        assert_eq!(again["ok"], true, "{again}");
+        assert_eq!(again["files"], first["files"]);
+        assert_eq!(again["object_versions"], first["object_versions"]);
+    }
+    assert_eq!(bao.audited().len(), audited, "{:?}", bao.audited());
+    // The trade: the rotated password reaches the pod only after the
+    // interval (or with a new token).
+
+    // A new token (kubelet rotated it): the backend is asked again.
+    let new_token = jwt::sa_token(NS, SA, POD, POD_UID, "vault", 900);
+    let fresh = python_mount(
+        &coffer.socket("coffer"),
+        "localhost",
+        &request(&attributes(&bao, &new_token, &[("refreshInterval", "1h")])),
+    );
+    assert_eq!(fresh["ok"], true, "{fresh}");
+    assert_eq!(password_size(&first), DB_PASSWORD.len() as u64);
+    assert_eq!(password_size(&fresh), "rotated-pw".len() as u64);
+    assert_eq!(reads(), (4, 2));
+
+    // Another pod with the same class never gets this pod's files.
+    let mut other = attributes(&bao, &token, &[("refreshInterval", "1h")]);
+    other["csi.storage.k8s.io/pod.uid"] = json!("0e0e0e0e-other-pod");
+    let m = python_mount(&coffer.socket("coffer"), "localhost", &request(&other));
+    assert_eq!(m["ok"], true, "{m}");
+    assert_eq!(reads(), (6, 3));
+
+    // Past the interval (1 ms here), and without one (the default): every
+    // republish reads.
+    let short = request(&attributes(&bao, &token, &[("refreshInterval", "1ms")]));
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(5));
+        let m = python_mount(&coffer.socket("coffer"), "localhost", &short);
+        assert_eq!(m["ok"], true, "{m}");
+    }
+    let plain = request(&attributes(&bao, &token, &[]));
+    for _ in 0..2 {
+        let m = python_mount(&coffer.socket("coffer"), "localhost", &plain);
+        assert_eq!(m["ok"], true, "{m}");
+    }
+    assert_eq!(reads().0, 6 + 8);
+
+    // A bad interval is the class's error.
+    let bad = request(&attributes(&bao, &token, &[("refreshInterval", "1d")]));
+    let m = python_mount(&coffer.socket("coffer"), "localhost", &bad);
+    assert_eq!(m["code"], "INVALID_ARGUMENT", "{m}");
+    assert!(
+        m["message"]
+            .as_str()
+            .unwrap()
+            .contains("parameter refreshInterval: \"1d\" is not a duration"),
+        "{m}"
+    );
+
+    assert_eq!(
+        coffer.metric("coffer_cache_lookups_total{cache=\"mount_responses\",result=\"hit\"} "),
+        3.0
+    );
+    assert_log_clean(
+        &coffer,
+        &[DB_PASSWORD, "rotated-pw", &token[token.len() - 20..]],
+    );
+}

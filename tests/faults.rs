@@ -303,7 +303,24 @@ fn throttling_aws(throttle: std::sync::Arc<std::sync::atomic::AtomicBool>) -> su
                 br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_vec(),
             );
         }
-        let out = json!({"SecretValues": [{"ARN": "arn:aws:secretsmanager:us-west-2:123456789012:secret:shop/db-AbCdEf", "Name": "shop/db", "SecretString": SECRET, "VersionId": "v1", "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9}], "Errors": []});
+        let arn = "arn:aws:secretsmanager:us-west-2:123456789012:secret:shop/db-AbCdEf";
+        let out = match req.header("x-amz-target") {
+            Some("secretsmanager.GetSecretValue") => {
+                json!({"ARN": arn, "Name": "shop/db", "SecretString": SECRET, "VersionId": "v1", "VersionStages": ["AWSCURRENT"], "CreatedDate": 1.7e9})
+            }
+            Some("secretsmanager.DescribeSecret") => {
+                json!({"ARN": arn, "Name": "shop/db", "VersionIdsToStages": {"v1": ["AWSCURRENT"]}})
+            }
+            other => {
+                return (
+                    400,
+                    "application/x-amz-json-1.1",
+                    json!({"__type": "UnknownOperationException", "message": format!("{other:?}")})
+                        .to_string()
+                        .into_bytes(),
+                );
+            }
+        };
         (
             200,
             "application/x-amz-json-1.1",
@@ -343,10 +360,20 @@ async fn aws_throttling_is_unavailable_and_clears_without_a_restart() {
     req.set_timeout(Duration::from_secs(60));
     let err = client.mount(req).await.expect_err("throttled");
     assert_eq!(err.code(), tonic::Code::Unavailable, "{}", err.message());
+    // Bounded retries with jitter, then the API and the quota by name.
     assert!(
-        err.message().contains("Throttling") && err.message().contains("us-west-2"),
+        err.message()
+            .contains("GetSecretValue: ThrottlingException")
+            && err.message().contains("us-west-2")
+            && err
+                .message()
+                .contains("GetSecretValue quota is 10,000 requests per second"),
         "{}",
         err.message()
+    );
+    assert_eq!(
+        coffer.metric("coffer_backend_requests_total{backend=\"aws\",operation=\"secretsmanager.GetSecretValue\",outcome=\"error\"} "),
+        4.0
     );
     assert!(
         started.elapsed() < Duration::from_secs(30),

@@ -164,6 +164,9 @@ pub struct FetchContext<'a> {
     /// What that token says about the pod (unverified; the backend verifies).
     pub claims: &'a TokenClaims,
     pub secrets: &'a NodePublishSecrets,
+    /// When the mount must have answered: retries and back-off stop
+    /// early enough to report the backend's own error before it.
+    pub deadline: std::time::Instant,
 }
 
 /// The network half of a plan.

@@ -1,6 +1,7 @@
 //! Plumbing every backend shares: one timed call (duration, outcome and
-//! metrics), one HTTP status → [`ErrorKind`] table, and one bounded,
-//! single-flight cache with a time to live per entry.
+//! metrics), bounded retries with jitter inside a deadline ([`Retry`]), one
+//! HTTP status → [`ErrorKind`] table, and one bounded, single-flight cache
+//! with a time to live per entry.
 //!
 //! The cache is our own rather than moka or quick_cache: every user keys
 //! entries by a digest of the token the backend accepted, forgets an entry
@@ -67,6 +68,62 @@ pub async fn timed<T, E>(
     };
     metrics.backend_request(backend, operation, outcome.as_str(), started.elapsed());
     result
+}
+
+/// Bounded retries of one call that failed in a way worth repeating
+/// (throttling, 5xx, a transport failure): at most `attempts` calls, with
+/// "full jitter" between them (a random wait up to `base · 2ⁿ`, at most
+/// `cap`), and none that would end closer than `margin` to `deadline`, so
+/// the mount still answers with the backend's error before its deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub base: Duration,
+    pub cap: Duration,
+    pub margin: Duration,
+}
+
+impl Retry {
+    /// The wait before attempt `n + 1` (after `n` failures), from 64 random bits.
+    pub fn backoff(&self, n: u32, random: u64) -> Duration {
+        let ceiling = self
+            .base
+            .saturating_mul(1u32 << n.min(16))
+            .min(self.cap)
+            .as_nanos() as u64;
+        if ceiling == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_nanos(random % (ceiling + 1))
+    }
+
+    /// Runs `call` until it succeeds, fails in a way `again` says is final,
+    /// runs out of attempts or of time. Returns the last result and the
+    /// number of calls made.
+    pub async fn run<T, E, F, Fut>(
+        &self,
+        deadline: Instant,
+        mut call: F,
+        again: impl Fn(&E) -> bool,
+    ) -> (Result<T, E>, u32)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut made = 0;
+        loop {
+            let result = call().await;
+            made += 1;
+            if !matches!(&result, Err(e) if again(e) && made < self.attempts) {
+                return (result, made);
+            }
+            let wait = self.backoff(made - 1, getrandom::u64().unwrap_or(0));
+            if Instant::now() + wait + self.margin >= deadline {
+                return (result, made);
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// What an HTTP status from a backend means to the driver. Callers that
@@ -286,6 +343,84 @@ mod tests {
         let off: Cache<u32, u32> = Cache::new(0);
         off.insert(&1, 1, Duration::from_secs(60)).await;
         assert!(off.is_empty());
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_the_attempt_bound_and_before_the_deadline() {
+        let policy = Retry {
+            attempts: 4,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            margin: Duration::ZERO,
+        };
+        let far = Instant::now() + Duration::from_secs(60);
+        let calls = AtomicUsize::new(0);
+        let (r, made) = policy
+            .run(
+                far,
+                || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<(), _>("throttled")
+                },
+                |_| true,
+            )
+            .await;
+        assert_eq!(
+            (r, made, calls.load(Ordering::SeqCst)),
+            (Err("throttled"), 4, 4)
+        );
+
+        // A final error is not repeated; success ends the loop.
+        let (r, made) = policy
+            .run(far, || async { Err::<(), _>("denied") }, |e| *e != "denied")
+            .await;
+        assert_eq!((r, made), (Err("denied"), 1));
+        let n = AtomicUsize::new(0);
+        let (r, made) = policy
+            .run(
+                far,
+                || async {
+                    if n.fetch_add(1, Ordering::SeqCst) < 2 {
+                        Err("throttled")
+                    } else {
+                        Ok(7)
+                    }
+                },
+                |_| true,
+            )
+            .await;
+        assert_eq!((r, made), (Ok(7), 3));
+
+        // No wait that would cross the deadline (minus the margin).
+        let tight = Retry {
+            margin: Duration::from_secs(30),
+            ..policy
+        };
+        let (_, made) = tight
+            .run(
+                Instant::now() + Duration::from_secs(10),
+                || async { Err::<(), _>("throttled") },
+                |_| true,
+            )
+            .await;
+        assert_eq!(made, 1);
+    }
+
+    #[test]
+    fn backoff_is_jittered_under_a_doubling_ceiling_and_the_cap() {
+        let policy = Retry {
+            attempts: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(1000),
+            margin: Duration::ZERO,
+        };
+        for random in [0, 1, 12_345_678_901, u64::MAX] {
+            assert!(policy.backoff(0, random) <= Duration::from_millis(100));
+            assert!(policy.backoff(2, random) <= Duration::from_millis(400));
+            assert!(policy.backoff(9, random) <= Duration::from_millis(1000));
+        }
+        assert_eq!(policy.backoff(3, 0), Duration::ZERO);
+        assert_eq!(policy.backoff(3, 800_000_000), Duration::from_millis(800));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! All or nothing: any failure returns an error and no file.
 
 pub mod files;
+pub mod refresh;
 pub mod templates;
 pub mod version;
 
@@ -44,6 +45,8 @@ pub enum Error {
     },
     #[error("invalid templates")]
     Template(#[from] templates::Error),
+    #[error("invalid SecretProviderClass")]
+    Refresh(#[from] refresh::Error),
     #[error("backend {backend} returned {got} contents for {want} files")]
     FetchCount {
         backend: &'static str,
@@ -112,6 +115,7 @@ impl Backends {
         let backend = self.select(provider, params)?;
         let plan = backend.plan(params, provider).map_err(Error::Plan)?;
         let templates = templates::parse(params.get("templates"))?;
+        let refresh = refresh::parse(params.get(refresh::PARAMETER))?;
         let mut all = plan.files.clone();
         all.extend(templates.iter().map(template_file));
         files::check_plan(&all)?;
@@ -119,6 +123,7 @@ impl Backends {
             backend: backend.name(),
             plan,
             templates,
+            refresh,
         })
     }
 }
@@ -130,6 +135,8 @@ pub struct MountPlan {
     pub backend: &'static str,
     pub plan: Plan,
     pub templates: Vec<templates::Template>,
+    /// `refreshInterval`: how long a pod's last files answer its republishes.
+    pub refresh: std::time::Duration,
 }
 
 fn template_file(t: &templates::Template) -> crate::backend::PlannedFile {
@@ -173,8 +180,16 @@ pub struct Mounter {
     max_response_bytes: usize,
     /// Plans by (socket, parameters): every pod of a SecretProviderClass and
     /// every republish asks for the same one, so the YAML is parsed once.
-    plans:
-        std::sync::Mutex<std::collections::HashMap<(String, request::Parameters), Arc<MountPlan>>>,
+    /// Per socket, then per parameters: looked up by reference, so a mount
+    /// copies nothing to find its plan.
+    plans: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            std::collections::HashMap<request::Parameters, Arc<MountPlan>>,
+        >,
+    >,
+    /// The last responses of classes with a `refreshInterval`.
+    responses: refresh::Responses,
 }
 
 /// Most plans kept (each for parameters of at most 64 KiB); the cache is
@@ -187,6 +202,9 @@ pub struct Outcome {
     pub backend: &'static str,
     pub objects: usize,
     pub bytes: usize,
+    /// With a `refreshInterval`: whether the last files were returned
+    /// without asking the backend.
+    pub reused: Option<bool>,
 }
 
 impl Mounter {
@@ -200,17 +218,18 @@ impl Mounter {
             versions,
             max_response_bytes,
             plans: std::sync::Mutex::default(),
+            responses: refresh::Responses::default(),
         }
     }
 
     /// The plan for these parameters, parsed once and then shared.
     fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Arc<MountPlan>, Error> {
-        let key = (provider.to_owned(), params.clone());
         if let Some(plan) = self
             .plans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .get(provider)
+            .and_then(|by_params| by_params.get(params))
         {
             return Ok(plan.clone());
         }
@@ -220,10 +239,18 @@ impl Mounter {
             return Ok(plan);
         }
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if plans.len() >= PLAN_CACHE {
+        if plans
+            .values()
+            .map(std::collections::HashMap::len)
+            .sum::<usize>()
+            >= PLAN_CACHE
+        {
             plans.clear();
         }
-        plans.insert(key, plan.clone());
+        plans
+            .entry(provider.to_owned())
+            .or_default()
+            .insert(params.clone(), plan.clone());
         Ok(plan)
     }
 
@@ -231,7 +258,7 @@ impl Mounter {
         &self.backends
     }
 
-    /// Runs one mount for the socket `provider`.
+    /// Runs one mount for the socket `provider`, to answer by `deadline`.
     #[expect(
         clippy::indexing_slicing,
         reason = "the allKeys ranges come from files::expand over these same vectors"
@@ -240,12 +267,14 @@ impl Mounter {
         &self,
         provider: &str,
         req: &request::MountRequest,
+        deadline: std::time::Instant,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
         let mount_plan = self.plan(provider, &req.params)?;
         let MountPlan {
             backend,
             plan,
             templates,
+            refresh,
         } = &*mount_plan;
         let backend = *backend;
         tracing::debug!(
@@ -269,11 +298,27 @@ impl Mounter {
             .tokens
             .for_audience(&plan.audience)
             .map_err(|source| Error::Identity { backend, source })?;
+        // refreshInterval: the pod's last files, while they are fresh enough.
+        let kept = (!refresh.is_zero()).then(|| refresh::key(provider, req, token));
+        if let Some(key) = &kept
+            && let Some((response, objects, bytes)) = self.responses.get(key)
+        {
+            return Ok((
+                response,
+                Outcome {
+                    backend,
+                    objects,
+                    bytes,
+                    reused: Some(true),
+                },
+            ));
+        }
         let ctx = FetchContext {
             pod: &req.pod,
             token,
             claims: &claims,
             secrets: &req.secrets,
+            deadline,
         };
         let fetched = plan
             .fetch
@@ -360,7 +405,12 @@ impl Mounter {
             backend,
             objects: planned.len(),
             bytes: response.files.iter().map(|f| f.contents.len()).sum(),
+            reused: kept.is_some().then_some(false),
         };
+        if let Some(key) = kept {
+            self.responses
+                .put(key, &response, outcome.objects, *refresh);
+        }
         Ok((response, outcome))
     }
 }

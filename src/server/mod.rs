@@ -75,6 +75,7 @@ impl Provider {
             Ok(b) => b.name(),
             Err(e) => return Err((status::Failure::Mount(e), Some(parsed))),
         };
+        let until = Instant::now() + deadline;
         let work = async {
             let _permit = self
                 .permits
@@ -82,7 +83,7 @@ impl Provider {
                 .await
                 .map_err(|_| status::Failure::ShuttingDown)?;
             self.mounter
-                .mount(&self.name, &parsed)
+                .mount(&self.name, &parsed, until)
                 .await
                 .map_err(status::Failure::Mount)
         };
@@ -144,6 +145,9 @@ impl CsiDriverProvider for Provider {
             Ok((response, parsed, outcome)) => {
                 self.metrics
                     .mount_finished(&self.name, tonic::Code::Ok, elapsed);
+                if let Some(reused) = outcome.reused {
+                    self.metrics.cache_lookup("mount_responses", reused);
+                }
                 let pod = parsed.as_ref().map(|p| &p.pod);
                 tracing::info!(
                     provider = %self.name,
@@ -153,6 +157,7 @@ impl CsiDriverProvider for Provider {
                     backend = outcome.backend,
                     objects = outcome.objects,
                     bytes = outcome.bytes,
+                    reused = outcome.reused.unwrap_or(false),
                     duration_ms = elapsed.as_secs_f64() * 1000.0,
                     code = "OK",
                     "mount"

@@ -21,6 +21,9 @@ const SPEC: Spec = Spec {
     tail_lines: 50,
 };
 
+/// The file audit device's log, in the server's directory.
+const AUDIT_LOG: &str = "audit.log";
+
 pub struct Bao {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
@@ -54,6 +57,15 @@ impl Bao {
         Self::start_with_config("")
     }
 
+    /// [`Bao::start`] with a file audit device (declared in a config file,
+    /// as OpenBao wants audit devices): every request OpenBao handles is in
+    /// [`Bao::audited`].
+    pub fn start_with_audit() -> Bao {
+        Bao::start_with_config(&format!(
+            "audit \"file\" \"test\" {{\n  options {{\n    file_path = \"{{dir}}/{AUDIT_LOG}\"\n  }}\n}}\n"
+        ))
+    }
+
     /// [`Bao::start`] with an extra configuration file (HCL) given to the
     /// dev server with `-config`; `{dir}` in it becomes the server's temp
     /// dir. E.g. a declarative `audit "file"` device, which OpenBao 2 does
@@ -80,6 +92,31 @@ impl Bao {
                 process,
             }
         })
+    }
+
+    /// The requests OpenBao's audit device logged, as (operation, path),
+    /// e.g. ("read", "secret/data/shop/db"), ("update", "auth/jwt/login").
+    /// Empty unless started with [`Bao::start_with_audit`].
+    pub fn audited(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir().join(AUDIT_LOG)).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["type"] == "request")
+            .map(|e| {
+                (
+                    e["request"]["operation"].as_str().unwrap_or("").to_owned(),
+                    e["request"]["path"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// How many audited requests had this operation and path.
+    pub fn audited_count(&self, operation: &str, path: &str) -> usize {
+        self.audited()
+            .iter()
+            .filter(|(o, p)| o == operation && p == path)
+            .count()
     }
 
     pub fn log_text(&self) -> String {

@@ -73,7 +73,8 @@ pub fn probe(base: &str, path: &str) -> io::Result<Response> {
     request_within(base, "GET", path, &[], None, PROBE_TIMEOUT)
 }
 
-fn request_within(
+/// [`request`] with another connect/read/write timeout.
+pub fn request_within(
     base: &str,
     method: &str,
     path: &str,

@@ -33,6 +33,12 @@ pub fn moto_bin() -> PathBuf {
     }
 }
 
+/// How long one seeding call may take (see [`Moto::call`]).
+const CALL_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// moto's request recorder writes here, in the server's directory.
+const RECORDING: &str = "recording.jsonl";
+
 pub struct Moto {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
@@ -67,7 +73,8 @@ impl Moto {
             let process = Process::spawn(SPEC, &bin, |cmd, dir| {
                 cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
                     .env("HOME", dir)
-                    .env("PYTHONDONTWRITEBYTECODE", "1");
+                    .env("PYTHONDONTWRITEBYTECODE", "1")
+                    .env("MOTO_RECORDER_FILEPATH", dir.join(RECORDING));
             });
             Moto {
                 addr: format!("http://127.0.0.1:{port}"),
@@ -85,6 +92,60 @@ impl Moto {
         self.process.dir()
     }
 
+    /// Starts moto's request recorder (`/moto-api/recorder/start-recording`):
+    /// from now on every request moto answers is appended to its recording,
+    /// which [`Moto::requests`] reads.
+    pub fn start_recording(&self) {
+        let r = http::request(
+            &self.addr,
+            "POST",
+            "/moto-api/recorder/start-recording",
+            &[],
+            Some(b""),
+        )
+        .expect("moto start-recording");
+        assert_eq!(r.status, 200, "moto start-recording");
+    }
+
+    /// The API of every request recorded so far, in order: the
+    /// `X-Amz-Target` of JSON APIs (`secretsmanager.GetSecretValue`,
+    /// `AmazonSSM.GetParameters`), `sts.<Action>` for STS's query API.
+    pub fn requests(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(self.dir().join(RECORDING)).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let entry: Value = serde_json::from_str(line).expect("moto recording line");
+                let target = entry["headers"].as_object().and_then(|h| {
+                    h.iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
+                        .and_then(|(_, v)| v.as_str())
+                });
+                if let Some(t) = target {
+                    return t.to_owned();
+                }
+                let raw = entry["body"].as_str().unwrap_or("");
+                let body = if entry["body_encoded"] == true {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(raw)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default()
+                } else {
+                    raw.to_owned()
+                };
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix("Action="))
+                    .map(|a| format!("sts.{a}"))
+                    .unwrap_or_else(|| format!("{} {}", entry["method"], entry["url"]))
+            })
+            .collect()
+    }
+
+    /// How many recorded requests called `api` (as [`Moto::requests`] names it).
+    pub fn count(&self, api: &str) -> usize {
+        self.requests().iter().filter(|r| *r == api).count()
+    }
+
     /// One JSON 1.1 call: `service` is the signing name (`secretsmanager`,
     /// `ssm`), `target` the X-Amz-Target (`secretsmanager.CreateSecret`,
     /// `AmazonSSM.PutParameter`). Returns (status, JSON body).
@@ -93,7 +154,10 @@ impl Moto {
             "AWS4-HMAC-SHA256 Credential=testing/20260101/{region}/{service}/aws4_request, SignedHeaders=host;x-amz-date, Signature=00"
         );
         let bytes = serde_json::to_vec(body).unwrap();
-        let resp = http::request(
+        // moto builds a service's backend on its first call; SSM's loads
+        // thousands of AWS public parameters, CPU seconds that stretch past
+        // the default 10 s on a loaded 2-core machine.
+        let resp = http::request_within(
             &self.addr,
             "POST",
             "/",
@@ -104,6 +168,7 @@ impl Moto {
                 ("Authorization", &auth),
             ],
             Some(&bytes),
+            CALL_TIMEOUT,
         )
         .unwrap_or_else(|e| panic!("moto {target}: {e}"));
         (resp.status, resp.json())

@@ -37,6 +37,12 @@ pub struct Args {
     /// The node coffer runs on (downward API spec.nodeName), for its region label.
     #[arg(long, env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Secrets Manager values held (per pod and credentials) so that a republish costs one DescribeSecret per secret instead of GetSecretValue; 0 reads every value on every mount.
+    #[arg(long, env = "COFFER_AWS_HELD_VALUES", default_value_t = 16384)]
+    pub aws_held_values: usize,
+    /// Bytes of the values held for republishes, at most.
+    #[arg(long, env = "COFFER_AWS_HELD_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub aws_held_bytes: usize,
 }
 
 impl Args {
@@ -56,6 +62,8 @@ impl Args {
                 kubeconfig: self.kubeconfig.clone(),
                 node_name: set(&self.node_name),
             },
+            held_values: self.aws_held_values,
+            held_bytes: self.aws_held_bytes,
         }
     }
 }

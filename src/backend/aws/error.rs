@@ -111,6 +111,8 @@ pub struct Failure {
     pub retryable: bool,
     /// Whether the service answered no, for the request metrics.
     pub outcome: Outcome,
+    /// Throttled: a throttling error code, or HTTP 429 whatever the code.
+    pub throttled: bool,
 }
 
 impl Default for Failure {
@@ -128,18 +130,35 @@ impl Failure {
             kind: ErrorKind::Internal,
             retryable: false,
             outcome: Outcome::Error,
+            throttled: false,
         }
     }
 
-    /// A failure with an AWS error `code` (as in BatchGetSecretValue's
-    /// per-secret errors), classified by [`code_kind`].
+    /// A failure with an AWS error `code`, classified by [`code_kind`].
     pub fn coded(code: &str, message: &str) -> Self {
         let (kind, retryable) = code_kind(code, None);
         Self {
             kind,
             retryable,
+            throttled: is_throttling(code),
             ..Self::internal(code, message)
         }
+    }
+
+    /// The failure after `attempts` calls of `operation` (`service.Name`):
+    /// throttling names the quota that ran out, other retried failures say
+    /// how often they were tried.
+    pub fn after(mut self, attempts: u32, operation: &str) -> Self {
+        if self.throttled {
+            self.message = format!(
+                "{} (throttled {attempts} time(s) within the mount's deadline; {})",
+                self.message,
+                quota(operation)
+            );
+        } else if attempts > 1 {
+            self.message = format!("{} (after {attempts} attempts)", self.message);
+        }
+        self
     }
 
     /// The error of one object.
@@ -160,7 +179,7 @@ impl Failure {
 /// An answer that says nothing about an object that was asked for.
 pub fn missing(kind: Kind, name: &str, region: &str) -> Error {
     let operation = match kind {
-        Kind::SecretsManager => "BatchGetSecretValue",
+        Kind::SecretsManager => "GetSecretValue",
         Kind::SsmParameter => "GetParameters",
     };
     Failure::internal(
@@ -178,6 +197,34 @@ pub fn copy<T: Clone>(r: &Result<T, Error>) -> Result<T, Error> {
         Err(other) => Err(Error::Precondition {
             message: other.to_string(),
         }),
+    }
+}
+
+/// Whether an AWS error code means "slow down".
+pub fn is_throttling(code: &str) -> bool {
+    matches!(
+        code,
+        "ThrottlingException"
+            | "Throttling"
+            | "TooManyRequestsException"
+            | "RequestLimitExceeded"
+            | "ThrottledException"
+    )
+}
+
+/// The quota behind an operation (`service.Name`), per account and region.
+pub fn quota(operation: &str) -> &'static str {
+    match operation {
+        "secretsmanager.GetSecretValue" => {
+            "the Secrets Manager GetSecretValue quota is 10,000 requests per second per account and region, shared by every caller"
+        }
+        "secretsmanager.DescribeSecret" => {
+            "the Secrets Manager DescribeSecret quota is 40,000 requests per second per account and region, shared by every caller"
+        }
+        "ssm.GetParameters" => {
+            "the SSM GetParameters quota is 40 requests per second per account and region by default (3,000 with higher throughput), shared by every caller"
+        }
+        _ => "the account's request quota for this API in this region is used up",
     }
 }
 
@@ -203,11 +250,7 @@ pub fn code_kind(code: &str, status: Option<u16>) -> (ErrorKind, bool) {
         | "ParameterNotFound"
         | "ParameterVersionNotFound"
         | "InvalidParameters" => (ErrorKind::NotFound, false),
-        "ThrottlingException"
-        | "Throttling"
-        | "TooManyRequestsException"
-        | "RequestLimitExceeded"
-        | "ThrottledException" => (ErrorKind::Unavailable, true),
+        c if is_throttling(c) => (ErrorKind::Unavailable, true),
         "InternalServiceError"
         | "InternalServerError"
         | "InternalFailure"
@@ -236,6 +279,7 @@ where
             let err = ctx.err();
             let code = err.code().unwrap_or("Unknown").to_owned();
             let (kind, retryable) = code_kind(&code, Some(status));
+            let throttled = is_throttling(&code) || status == 429;
             Failure {
                 message: err
                     .message()
@@ -249,6 +293,7 @@ where
                 } else {
                     Outcome::Error
                 },
+                throttled,
             }
         }
         SdkError::TimeoutError(_) => Failure {
@@ -341,5 +386,37 @@ mod tests {
         for (code, status, kind, retry) in cases {
             assert_eq!(code_kind(code, *status), (*kind, *retry), "{code}");
         }
+    }
+
+    #[test]
+    fn throttling_after_retries_names_the_api_and_its_quota() {
+        let e = Failure::coded("ThrottlingException", "Rate exceeded")
+            .after(4, "secretsmanager.GetSecretValue")
+            .error(
+                Kind::SecretsManager,
+                "shop/db",
+                "us-west-2",
+                "GetSecretValue",
+            );
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+        let text = e.to_string();
+        assert!(
+            text.starts_with("secret \"shop/db\" in us-west-2: GetSecretValue: ThrottlingException: Rate exceeded (throttled 4 time(s)")
+                && text.contains("GetSecretValue quota is 10,000 requests per second"),
+            "{text}"
+        );
+        let ssm =
+            Failure::coded("ThrottlingException", "Rate exceeded").after(2, "ssm.GetParameters");
+        assert!(
+            ssm.message.contains("40 requests per second"),
+            "{}",
+            ssm.message
+        );
+        let other = Failure::coded("InternalServiceError", "boom")
+            .after(3, "secretsmanager.DescribeSecret");
+        assert_eq!(other.message, "boom (after 3 attempts)");
+        let once = Failure::coded("ResourceNotFoundException", "no")
+            .after(1, "secretsmanager.DescribeSecret");
+        assert_eq!(once.message, "no");
     }
 }

@@ -7,11 +7,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use aws_config::Region;
+use aws_config::retry::RetryConfig;
+use aws_credential_types::Credentials;
+use sha2::Digest;
 use tokio::sync::Semaphore;
 
 use super::error::{Error, Failure, what};
+use super::held::Holder;
 use super::identity::Auth;
 use super::params::{Kind, Spc};
+use super::secretsmanager::Reader;
 use super::{Inner, Value, jmes};
 use crate::backend::{BackendError, ErrorKind, Fetch, FetchContext, Fetched as Content};
 use crate::secret::SecretBytes;
@@ -28,6 +33,17 @@ pub(super) struct AwsFetch {
 }
 
 type Values = Vec<Option<Result<Value, Error>>>;
+
+/// Where and how one region's calls of a mount run.
+pub(super) struct Scope<'a> {
+    pub region: &'a str,
+    /// Asking the failover region (objects' failover names apply).
+    pub failover: bool,
+    /// Calls in flight for this mount and region.
+    pub limit: &'a Semaphore,
+    /// The mount's deadline, which retries stay inside.
+    pub deadline: std::time::Instant,
+}
 
 #[async_trait]
 impl Fetch for AwsFetch {
@@ -251,8 +267,25 @@ impl Inner {
         ctx: &FetchContext<'_>,
     ) -> Result<Vec<(usize, Result<Value, Error>)>, Error> {
         let creds = self.credentials(auth, ctx, region).await?;
+        let reader = Reader {
+            holder: Holder {
+                pod_uid: ctx.pod.uid.clone(),
+                principal: match auth {
+                    Auth::Irsa { role, .. } => role.clone(),
+                    Auth::PodIdentity { urls, .. } => urls.join(" "),
+                },
+                region: region.to_owned(),
+            },
+            credentials: fingerprint(&creds),
+        };
         let base = self.base().await;
         let limit = Semaphore::new(CONCURRENCY);
+        let scope = Scope {
+            region,
+            failover,
+            limit: &limit,
+            deadline: ctx.deadline,
+        };
         let sm: Vec<usize> = indices
             .iter()
             .copied()
@@ -267,14 +300,16 @@ impl Inner {
             if sm.is_empty() {
                 return Vec::new();
             }
+            // Retries are coffer's (Inner::call): bounded by the mount's deadline.
             let mut b = aws_sdk_secretsmanager::config::Builder::from(base)
                 .region(Region::new(region.to_owned()))
+                .retry_config(RetryConfig::disabled())
                 .credentials_provider(creds.clone());
             if let Some(url) = self.endpoint("AWS_ENDPOINT_URL_SECRETS_MANAGER", region) {
                 b = b.endpoint_url(url);
             }
             let client = aws_sdk_secretsmanager::Client::from_conf(b.build());
-            self.secrets_manager(&client, spc, &sm, region, failover, &limit)
+            self.secrets_manager(&client, spc, &sm, &scope, &reader)
                 .await
         };
         let ssm_fut = async {
@@ -283,16 +318,25 @@ impl Inner {
             }
             let mut b = aws_sdk_ssm::config::Builder::from(base)
                 .region(Region::new(region.to_owned()))
+                .retry_config(RetryConfig::disabled())
                 .credentials_provider(creds.clone());
             if let Some(url) = self.endpoint("AWS_ENDPOINT_URL_SSM", region) {
                 b = b.endpoint_url(url);
             }
             let client = aws_sdk_ssm::Client::from_conf(b.build());
-            self.parameters(&client, spc, &ssm, region, failover, &limit)
-                .await
+            self.parameters(&client, spc, &ssm, &scope).await
         };
         let (mut a, b) = tokio::join!(sm_fut, ssm_fut);
         a.extend(b);
         Ok(a)
     }
+}
+
+/// A digest of the credentials, so held values are dropped when they change.
+fn fingerprint(creds: &Credentials) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    h.update(creds.access_key_id().as_bytes());
+    h.update([0]);
+    h.update(creds.session_token().unwrap_or("").as_bytes());
+    h.finalize().into()
 }

@@ -1,42 +1,58 @@
 //! AWS Secrets Manager and SSM Parameter Store, as a drop-in for
 //! aws/secrets-store-csi-driver-provider-aws: the same SecretProviderClass
-//! parameters and files, fewer calls. Secrets Manager values come in
-//! `BatchGetSecretValue` calls of up to 20 (one `GetSecretValue` only for
-//! version pins) ([`secretsmanager`]), SSM in `GetParameters` calls of up
-//! to 10 ([`ssm`]), the failover region only when the primary fails with a
-//! retryable error ([`fetch`]), and the pod's credentials from a cache
-//! shared by concurrent mounts ([`identity`]).
+//! parameters and files, calls spent as the per-account quotas they are.
+//! Secrets Manager: `GetSecretValue` per secret/version a pod has not read,
+//! `DescribeSecret` per secret it has, the value held per pod and
+//! credentials ([`secretsmanager`], [`held`]); SSM in `GetParameters`
+//! calls of up to 10 ([`ssm`]); throttling and other transient failures
+//! retried with jitter inside the mount's deadline ([`Inner::call`]); the
+//! failover region only when the primary fails with a retryable error
+//! ([`fetch`]); the pod's credentials from a cache shared by concurrent
+//! mounts ([`identity`]).
 //!
 //! Files: [`args`] (flags), [`params`] (the aws dialect), [`fetch`],
-//! [`secretsmanager`], [`ssm`], [`identity`] (IRSA, Pod Identity, the
-//! Kubernetes API), [`jmes`], [`error`].
+//! [`secretsmanager`], [`held`], [`ssm`], [`identity`] (IRSA, Pod Identity,
+//! the Kubernetes API), [`jmes`], [`error`].
 
 pub mod args;
 pub mod error;
 pub mod fetch;
+pub mod held;
 pub mod identity;
 pub mod jmes;
 pub mod params;
 pub mod secretsmanager;
 pub mod ssm;
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use tokio::sync::OnceCell;
 
 pub use self::args::Args;
-use self::error::what;
 pub use self::error::{AwsError, Error};
+use self::error::{Failure, classify, what};
 use self::fetch::AwsFetch;
 use self::identity::{Identity, KubeSettings};
+use super::support::{Retry, timed};
 use super::{Backend, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::request::Parameters;
 
-pub use self::secretsmanager::SM_BATCH;
 pub use self::ssm::SSM_BATCH;
+
+/// Retries of a Secrets Manager or SSM call that was throttled or failed
+/// in passing: 4 calls at most, full jitter from 100 ms doubling to 2 s,
+/// none that would end within 1 s of the mount's deadline.
+pub const RETRY: Retry = Retry {
+    attempts: 4,
+    base: Duration::from_millis(100),
+    cap: Duration::from_secs(2),
+    margin: Duration::from_secs(1),
+};
 
 /// Settings of the backend as a whole (from `coffer serve` flags).
 #[derive(Debug, Clone, Default)]
@@ -50,6 +66,10 @@ pub struct Config {
     pub pod_identity_endpoint: Option<String>,
     pub pod_identity_timeout: Duration,
     pub kube: KubeSettings,
+    /// `--aws-held-values`: Secrets Manager values held for republishes (0: none).
+    pub held_values: usize,
+    /// `--aws-held-bytes`: their bytes at most.
+    pub held_bytes: usize,
 }
 
 /// The AWS backend.
@@ -71,6 +91,8 @@ pub(crate) struct Inner {
     identity: Identity,
     /// Shared SDK settings and HTTP client, loaded on first use.
     base: OnceCell<SdkConfig>,
+    /// Secrets Manager values per pod and credentials.
+    held: held::Store,
 }
 
 /// The backend, configured from its flags.
@@ -85,12 +107,14 @@ impl AwsBackend {
             metrics.clone(),
             config.pod_identity_timeout,
         );
+        let held = held::Store::new(config.held_values, config.held_bytes);
         Self {
             inner: Arc::new(Inner {
                 config,
                 metrics,
                 identity,
                 base: OnceCell::new(),
+                held,
             }),
         }
     }
@@ -173,6 +197,33 @@ impl Inner {
                 loader.load().await
             })
             .await
+    }
+
+    /// One Secrets Manager or SSM call (`operation` as the metrics name
+    /// it), each attempt timed and counted, retried under [`RETRY`] while
+    /// it fails in a way worth repeating; the failure after the last one.
+    pub(crate) async fn call<T, E, F, Fut>(
+        &self,
+        operation: &'static str,
+        deadline: Instant,
+        mut send: F,
+    ) -> Result<T, Failure>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<
+            Output = Result<T, SdkError<E, aws_sdk_secretsmanager::config::http::HttpResponse>>,
+        >,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        let metrics = &*self.metrics;
+        let (result, made) = RETRY
+            .run(
+                deadline,
+                || timed(metrics, "aws", operation, send(), |e| classify(e).outcome),
+                |e| classify(e).retryable,
+            )
+            .await;
+        result.map_err(|e| classify(&e).after(made, operation))
     }
 
     /// The endpoint for `service` in `region`: `--aws-region-endpoint`, else

@@ -1,299 +1,273 @@
-//! Secrets Manager: `BatchGetSecretValue` in batches of up to 20 IDs, one
-//! `GetSecretValue` per version pin and per ID a batch cannot answer.
+//! Secrets Manager, spending its quotas as the scarce things they are
+//! (per account and region, shared by every cluster in it): a secret/version
+//! the pod's credentials have not read yet costs one `GetSecretValue`
+//! (10,000/s); one the pod read before costs one `DescribeSecret` (40,000/s)
+//! per distinct secret, which re-checks the pod's access and says which
+//! version each request mounts now; only a changed one is read again.
+//! `BatchGetSecretValue` (100/s, not adjustable) is never called: see
+//! docs/aws.md for why no mount pattern gains from it.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use futures_util::future::join_all;
-use tokio::sync::Semaphore;
 
-use super::error::{Error, Failure, classify, copy, missing};
+use super::error::{Error, Failure, copy};
+use super::fetch::Scope;
+use super::held::{Held, Holder, Request, mounted_version};
 use super::params::{Kind, Spc};
 use super::{Inner, Value};
 use crate::backend::ErrorKind;
-use crate::backend::support::timed;
 use crate::secret::SecretBytes;
 
-/// Secrets Manager's limit of secret IDs in one `BatchGetSecretValue`.
-pub const SM_BATCH: usize = 20;
+/// Each version ID of a secret and its staging labels.
+type Stages = Vec<(String, Vec<String>)>;
+
+/// Who reads, for the held values: the holder and a digest of its credentials.
+pub(super) struct Reader {
+    pub holder: Holder,
+    pub credentials: [u8; 32],
+}
+
+/// What one request needs after `DescribeSecret`.
+enum Next {
+    Reuse(Value),
+    Read,
+    Fail(Error),
+}
 
 impl Inner {
-    /// The secrets `indices` of `spc` from `region`.
+    /// The secrets `indices` of `spc` in `scope`'s region.
     #[expect(
         clippy::indexing_slicing,
-        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
+        reason = "indices come from the plan's own objects; k indexes `requests`, which `next` and `results` are built from one for one"
     )]
     pub(super) async fn secrets_manager(
         &self,
         client: &aws_sdk_secretsmanager::Client,
         spc: &Spc,
         indices: &[usize],
-        region: &str,
-        failover: bool,
-        limit: &Semaphore,
+        scope: &Scope<'_>,
+        reader: &Reader,
     ) -> Vec<(usize, Result<Value, Error>)> {
-        // Pinned versions need GetSecretValue; the rest share batches.
-        let mut pinned = Vec::new();
-        let mut ids: Vec<String> = Vec::new();
+        let Scope {
+            region,
+            failover,
+            limit,
+            deadline,
+        } = *scope;
+        // Each distinct (secret, version, label) once.
+        let mut requests: Vec<Request> = Vec::new();
+        let mut of_object = Vec::with_capacity(indices.len());
         for &i in indices {
             let (name, version, label) = spc.objects[i].request(failover);
-            if version.is_some() || label.is_some() {
-                pinned.push(i);
-            } else if !ids.iter().any(|id| id == name) {
-                ids.push(name.to_owned());
-            }
-        }
-        let batches = join_all(ids.chunks(SM_BATCH).map(|chunk| async move {
-            let _permit = limit.acquire().await;
-            self.batch_get(client, chunk, region).await
-        }));
-        let singles = join_all(pinned.iter().map(|&i| async move {
-            let _permit = limit.acquire().await;
-            let (name, version, label) = spc.objects[i].request(failover);
-            (
-                i,
-                self.get_secret(client, name, version, label, region).await,
-            )
-        }));
-        let (batches, singles) = tokio::join!(batches, singles);
-        let by_id: HashMap<String, Result<Value, Error>> = batches.into_iter().flatten().collect();
-        let mut out = singles;
-        for &i in indices {
-            let (name, version, label) = spc.objects[i].request(failover);
-            if version.is_some() || label.is_some() {
-                continue;
-            }
-            // The first object of an ID takes the result; others get a copy.
-            let result = match by_id.get(name) {
-                Some(r) => copy(r),
-                None => Err(missing(Kind::SecretsManager, name, region)),
+            let r = (
+                name.to_owned(),
+                version.map(str::to_owned),
+                label.map(str::to_owned),
+            );
+            let k = match requests.iter().position(|x| *x == r) {
+                Some(k) => k,
+                None => {
+                    requests.push(r);
+                    requests.len() - 1
+                }
             };
-            out.push((i, result));
+            of_object.push((i, k));
         }
-        out
-    }
+        let prior = self
+            .held
+            .lookup(&reader.holder, &reader.credentials, &requests);
 
-    /// One `BatchGetSecretValue` for up to 20 IDs; IDs it cannot answer
-    /// (or a batch refused as a whole with AccessDenied, e.g. an IAM policy
-    /// written for the aws provider's GetSecretValue) are fetched one by one.
-    #[expect(
-        clippy::indexing_slicing,
-        reason = "indices range over 0..len of the vectors they index (one slot per object, batch or id)"
-    )]
-    async fn batch_get(
-        &self,
-        client: &aws_sdk_secretsmanager::Client,
-        ids: &[String],
-        region: &str,
-    ) -> Vec<(String, Result<Value, Error>)> {
-        let mut out: Vec<(String, Result<Value, Error>)> = Vec::new();
-        let mut answered: Vec<bool> = vec![false; ids.len()];
-        let mut next: Option<String> = None;
-        for _page in 0..10 {
-            let call = client
-                .batch_get_secret_value()
-                .set_secret_id_list(Some(ids.to_vec()))
-                .set_next_token(next.take())
-                .send();
-            let result = timed(
-                &self.metrics,
-                "aws",
-                "secretsmanager.BatchGetSecretValue",
-                call,
-                |e| classify(e).outcome,
-            )
-            .await;
-            let page = match result {
-                Ok(p) => p,
-                Err(e) => {
-                    let f = classify(&e);
-                    if f.kind == ErrorKind::PermissionDenied {
+        // One DescribeSecret per distinct secret with a held value.
+        let mut names: Vec<&str> = Vec::new();
+        for (r, p) in requests.iter().zip(&prior) {
+            if p.is_some() && !names.contains(&r.0.as_str()) {
+                names.push(&r.0);
+            }
+        }
+        let described: HashMap<&str, Result<Stages, Failure>> =
+            join_all(names.iter().map(|&name| async move {
+                let _permit = limit.acquire().await;
+                (name, self.describe(client, name, deadline).await)
+            }))
+            .await
+            .into_iter()
+            .collect();
+
+        let next: Vec<Next> = requests
+            .iter()
+            .zip(prior)
+            .map(|(r, p)| {
+                let Some(held) = p else {
+                    return Next::Read;
+                };
+                match described.get(r.0.as_str()) {
+                    Some(Ok(stages)) => {
+                        let now = mounted_version(
+                            stages.iter().map(|(id, l)| (id.as_str(), l.as_slice())),
+                            r.1.as_deref(),
+                            r.2.as_deref(),
+                        );
+                        if now.as_deref() == Some(held.version_id.as_str()) {
+                            Next::Reuse(Value {
+                                bytes: held.value,
+                                version: Some(held.version_id),
+                            })
+                        } else {
+                            Next::Read
+                        }
+                    }
+                    // A policy without secretsmanager:DescribeSecret: read
+                    // the value, which checks the pod's access just as well.
+                    Some(Err(f)) if f.kind == ErrorKind::PermissionDenied => {
                         tracing::debug!(
                             region,
                             code = %f.code,
-                            "BatchGetSecretValue refused; falling back to GetSecretValue per secret (grant secretsmanager:BatchGetSecretValue to save calls)"
+                            "DescribeSecret refused; reading the value again (grant secretsmanager:DescribeSecret to save GetSecretValue calls)"
                         );
-                        break;
+                        Next::Read
                     }
-                    for (k, id) in ids.iter().enumerate() {
-                        if !answered[k] {
-                            answered[k] = true;
-                            out.push((
-                                id.clone(),
-                                Err(f.error(
-                                    Kind::SecretsManager,
-                                    id,
-                                    region,
-                                    "BatchGetSecretValue",
-                                )),
-                            ));
+                    Some(Err(f)) => {
+                        if !f.retryable {
+                            self.held.forget(&reader.holder, r);
                         }
+                        Next::Fail(f.error(Kind::SecretsManager, &r.0, region, "DescribeSecret"))
                     }
-                    break;
+                    None => Next::Read,
                 }
-            };
-            for entry in page.secret_values() {
-                let Some(k) = ids.iter().enumerate().position(|(k, id)| {
-                    !answered[k] && secret_matches(id, entry.name(), entry.arn())
-                }) else {
-                    continue;
-                };
-                answered[k] = true;
-                out.push((
-                    ids[k].clone(),
-                    secret_value(
-                        entry.secret_string(),
-                        entry.secret_binary().map(|b| b.as_ref()),
-                        entry.version_id(),
-                        &ids[k],
-                        region,
-                    ),
-                ));
-            }
-            for e in page.errors() {
-                let Some(k) = ids.iter().enumerate().position(|(k, id)| {
-                    !answered[k]
-                        && e.secret_id()
-                            .is_some_and(|s| secret_matches(id, Some(s), Some(s)))
-                }) else {
-                    continue;
-                };
-                answered[k] = true;
-                let failure = Failure::coded(
-                    e.error_code().unwrap_or("Unknown"),
-                    e.message().unwrap_or("no message"),
-                );
-                out.push((
-                    ids[k].clone(),
-                    Err(failure.error(
-                        Kind::SecretsManager,
-                        &ids[k],
-                        region,
-                        "BatchGetSecretValue",
-                    )),
-                ));
-            }
-            match page.next_token() {
-                Some(t) if !t.is_empty() && answered.iter().any(|a| !a) => {
-                    next = Some(t.to_owned())
-                }
-                _ => break,
-            }
-        }
-        // Whatever the batch did not answer: one by one.
-        let rest: Vec<&String> = ids
-            .iter()
-            .zip(&answered)
-            .filter(|(_, a)| !**a)
-            .map(|(id, _)| id)
+            })
             .collect();
-        let singles = join_all(rest.into_iter().map(|id| async move {
-            (
-                id.clone(),
-                self.get_secret(client, id, None, None, region).await,
-            )
-        }))
+
+        // Read what is new or changed, in parallel (bounded).
+        let reads = join_all(
+            next.iter()
+                .enumerate()
+                .filter(|(_, n)| matches!(n, Next::Read))
+                .map(|(k, _)| {
+                    let r = &requests[k];
+                    async move {
+                        let _permit = limit.acquire().await;
+                        (k, self.get_secret(client, r, region, deadline).await)
+                    }
+                }),
+        )
         .await;
-        out.extend(singles);
-        out
+        for n in &next {
+            self.metrics
+                .cache_lookup("aws_values", matches!(n, Next::Reuse(_)));
+        }
+        let mut results: Vec<Option<Result<Value, Error>>> = next
+            .into_iter()
+            .map(|n| match n {
+                Next::Reuse(v) => Some(Ok(v)),
+                Next::Fail(e) => Some(Err(e)),
+                Next::Read => None,
+            })
+            .collect();
+        for (k, read) in reads {
+            results[k] = Some(match read {
+                Ok(held) => {
+                    let value = Value {
+                        bytes: held.value.clone(),
+                        version: Some(held.version_id.clone()),
+                    };
+                    self.held.put(
+                        &reader.holder,
+                        &reader.credentials,
+                        requests[k].clone(),
+                        held,
+                    );
+                    Ok(value)
+                }
+                Err(e) => {
+                    if !e.retryable() {
+                        self.held.forget(&reader.holder, &requests[k]);
+                    }
+                    Err(e)
+                }
+            });
+        }
+        of_object
+            .into_iter()
+            .map(|(i, k)| {
+                let result = match &results[k] {
+                    Some(r) => copy(r),
+                    None => Err(Failure::internal("NoResult", "no value was fetched").error(
+                        Kind::SecretsManager,
+                        &requests[k].0,
+                        region,
+                        "GetSecretValue",
+                    )),
+                };
+                (i, result)
+            })
+            .collect()
     }
 
-    async fn get_secret(
+    /// `DescribeSecret`: each version ID and its staging labels.
+    async fn describe(
         &self,
         client: &aws_sdk_secretsmanager::Client,
         id: &str,
-        version: Option<&str>,
-        label: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Stages, Failure> {
+        let out = self
+            .call("secretsmanager.DescribeSecret", deadline, || {
+                client.describe_secret().secret_id(id).send()
+            })
+            .await?;
+        Ok(out
+            .version_ids_to_stages()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    /// `GetSecretValue` for one request: the value and its version ID.
+    async fn get_secret(
+        &self,
+        client: &aws_sdk_secretsmanager::Client,
+        (id, version, label): &Request,
         region: &str,
-    ) -> Result<Value, Error> {
-        let call = client
-            .get_secret_value()
-            .secret_id(id)
-            .set_version_id(version.map(str::to_owned))
-            .set_version_stage(label.map(str::to_owned))
-            .send();
-        let result = timed(
-            &self.metrics,
-            "aws",
-            "secretsmanager.GetSecretValue",
-            call,
-            |e| classify(e).outcome,
-        )
-        .await;
-        match result {
-            Ok(v) => secret_value(
-                v.secret_string(),
-                v.secret_binary().map(|b| b.as_ref()),
-                v.version_id(),
-                id,
-                region,
-            ),
-            Err(e) => Err(classify(&e).error(Kind::SecretsManager, id, region, "GetSecretValue")),
-        }
+        deadline: Instant,
+    ) -> Result<Held, Error> {
+        let out = self
+            .call("secretsmanager.GetSecretValue", deadline, || {
+                client
+                    .get_secret_value()
+                    .secret_id(id)
+                    .set_version_id(version.clone())
+                    .set_version_stage(label.clone())
+                    .send()
+            })
+            .await
+            .map_err(|f| f.error(Kind::SecretsManager, id, region, "GetSecretValue"))?;
+        let value = secret_value(
+            out.secret_string(),
+            out.secret_binary().map(|b| b.as_ref()),
+            id,
+            region,
+        )?;
+        Ok(Held {
+            version_id: out.version_id().unwrap_or_default().to_owned(),
+            value,
+        })
     }
 }
 
 fn secret_value(
     string: Option<&str>,
     binary: Option<&[u8]>,
-    version_id: Option<&str>,
     id: &str,
     region: &str,
-) -> Result<Value, Error> {
-    let value = |bytes: Vec<u8>| Value {
-        bytes: SecretBytes::new(bytes),
-        version: version_id.map(str::to_owned),
-    };
+) -> Result<SecretBytes, Error> {
     match (string, binary) {
-        (Some(s), _) => Ok(value(s.as_bytes().to_vec())),
-        (None, Some(b)) => Ok(value(b.to_vec())),
+        (Some(s), _) => Ok(SecretBytes::new(s.as_bytes().to_vec())),
+        (None, Some(b)) => Ok(SecretBytes::new(b.to_vec())),
         (None, None) => Err(Failure::internal(
             "NoValue",
             "the secret version has neither SecretString nor SecretBinary",
         )
         .error(Kind::SecretsManager, id, region, "GetSecretValue")),
-    }
-}
-
-/// Whether a returned secret (name, ARN) is the one asked for by `id`: a
-/// name, a full ARN, or a partial ARN (without the 6-character suffix).
-pub fn secret_matches(id: &str, name: Option<&str>, arn: Option<&str>) -> bool {
-    if name == Some(id) || arn == Some(id) {
-        return true;
-    }
-    match arn {
-        Some(arn) if id.starts_with("arn:") => arn
-            .strip_prefix(id)
-            .is_some_and(|rest| rest.len() == 7 && rest.starts_with('-')),
-        _ => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_are_at_most_20_secrets() {
-        let ids: Vec<String> = (0..25).map(|i| format!("s{i}")).collect();
-        let sizes: Vec<usize> = ids.chunks(SM_BATCH).map(<[String]>::len).collect();
-        assert_eq!(sizes, [20, 5]);
-    }
-
-    #[test]
-    fn returned_secrets_map_back_to_what_was_asked() {
-        let arn = "arn:aws:secretsmanager:us-west-2:1:secret:db-AbCdEf";
-        assert!(secret_matches("db", Some("db"), Some(arn)));
-        assert!(secret_matches(arn, Some("db"), Some(arn)));
-        assert!(secret_matches(
-            "arn:aws:secretsmanager:us-west-2:1:secret:db",
-            Some("db"),
-            Some(arn)
-        ));
-        assert!(!secret_matches("d", Some("db"), Some(arn)));
-        assert!(!secret_matches(
-            "arn:aws:secretsmanager:us-west-2:1:secret:d",
-            Some("db"),
-            Some(arn)
-        ));
     }
 }

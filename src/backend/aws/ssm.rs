@@ -2,16 +2,15 @@
 //! parameter at most once per batch, decrypted.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
-use futures_util::future::join_all;
-use tokio::sync::Semaphore;
-
-use super::error::{Error, Failure, classify, copy, missing};
+use super::error::{Error, Failure, copy, missing};
+use super::fetch::Scope;
 use super::params::{self, Kind, Spc};
 use super::{Inner, Value};
 use crate::backend::ErrorKind;
-use crate::backend::support::timed;
 use crate::secret::SecretBytes;
+use futures_util::future::join_all;
 
 /// SSM's limit of names in one `GetParameters`.
 pub const SSM_BATCH: usize = 10;
@@ -27,10 +26,14 @@ impl Inner {
         client: &aws_sdk_ssm::Client,
         spc: &Spc,
         indices: &[usize],
-        region: &str,
-        failover: bool,
-        limit: &Semaphore,
+        scope: &Scope<'_>,
     ) -> Vec<(usize, Result<Value, Error>)> {
+        let Scope {
+            region,
+            failover,
+            limit,
+            deadline,
+        } = *scope;
         let mut requests: Vec<String> = Vec::new();
         let mut of_object = Vec::with_capacity(indices.len());
         for &i in indices {
@@ -44,7 +47,7 @@ impl Inner {
         let batches = ssm_batches(&requests);
         let results = join_all(batches.iter().map(|batch| async move {
             let _permit = limit.acquire().await;
-            self.get_parameters(client, batch, region).await
+            self.get_parameters(client, batch, region, deadline).await
         }))
         .await;
         let by_request: HashMap<String, Result<Value, Error>> =
@@ -66,20 +69,20 @@ impl Inner {
         client: &aws_sdk_ssm::Client,
         batch: &[String],
         region: &str,
+        deadline: Instant,
     ) -> Vec<(String, Result<Value, Error>)> {
-        let call = client
-            .get_parameters()
-            .set_names(Some(batch.to_vec()))
-            .with_decryption(true)
-            .send();
-        let result = timed(&self.metrics, "aws", "ssm.GetParameters", call, |e| {
-            classify(e).outcome
-        })
-        .await;
+        let result = self
+            .call("ssm.GetParameters", deadline, || {
+                client
+                    .get_parameters()
+                    .set_names(Some(batch.to_vec()))
+                    .with_decryption(true)
+                    .send()
+            })
+            .await;
         let out = match result {
             Ok(out) => out,
-            Err(e) => {
-                let f = classify(&e);
+            Err(f) => {
                 return batch
                     .iter()
                     .map(|r| {
