@@ -129,6 +129,14 @@ pub struct ServeArgs {
     /// The vault/openbao provider's --debug: log at debug level unless --log-level is given.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::Set)]
     pub debug: Option<bool>,
+    /// Threads that run mounts (the async runtime's workers). One keeps a
+    /// warm mount cheapest: no cross-thread wake-ups, and no more CPU than
+    /// a DaemonSet's limit buys; work that grows with a class's size
+    /// (large parameter sets, templates, TLS files) runs on the blocking
+    /// pool, so it does not hold the worker. Raise it on a node that mounts
+    /// thousands of volumes per second.
+    #[arg(long, env = "COFFER_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub worker_threads: u16,
     /// Mounts served at once; more wait for a slot within their deadline.
     #[arg(long, env = "COFFER_MAX_CONCURRENT_MOUNTS", default_value_t = 256)]
     pub max_concurrent_mounts: usize,

@@ -158,6 +158,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         health = %args.health_addr,
+        worker_threads = args.worker_threads,
         max_concurrent_mounts = limits.max_concurrent_mounts,
         mount_timeout_s = limits.mount_timeout.as_secs_f64(),
         "coffer ready"

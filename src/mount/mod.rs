@@ -47,6 +47,8 @@ pub enum Error {
     Template(#[from] templates::Error),
     #[error("invalid SecretProviderClass")]
     Refresh(#[from] refresh::Error),
+    #[error("planning the mount was cancelled (coffer is shutting down)")]
+    Cancelled,
     #[error("backend {backend} returned {got} contents for {want} files")]
     FetchCount {
         backend: &'static str,
@@ -192,9 +194,13 @@ pub struct Mounter {
     responses: refresh::Responses,
 }
 
-/// Most plans kept (each for parameters of at most 64 KiB); the cache is
-/// emptied when it is full.
+/// Most plans kept (each for parameters of at most [`PLAN_CACHE_BYTES`]);
+/// the cache is emptied when it is full.
 const PLAN_CACHE: usize = 512;
+
+/// Parameter sets larger than this (keys and values) are planned on the
+/// blocking pool and not kept.
+const PLAN_CACHE_BYTES: usize = 64 * 1024;
 
 /// What a successful mount produced, for logs and metrics.
 #[derive(Debug)]
@@ -222,8 +228,16 @@ impl Mounter {
         }
     }
 
-    /// The plan for these parameters, parsed once and then shared.
-    fn plan(&self, provider: &str, params: &request::Parameters) -> Result<Arc<MountPlan>, Error> {
+    /// The plan for these parameters, parsed once and then shared. A
+    /// parameter set over [`PLAN_CACHE_BYTES`] is parsed on the blocking
+    /// pool: its cost grows with what the class wrote (YAML up to 1 MiB per
+    /// parameter, aliases), and on an async worker it would hold up every
+    /// other tenant's mount scheduled there.
+    async fn plan(
+        &self,
+        provider: &str,
+        params: &request::Parameters,
+    ) -> Result<Arc<MountPlan>, Error> {
         if let Some(plan) = self
             .plans
             .lock()
@@ -233,11 +247,19 @@ impl Mounter {
         {
             return Ok(plan.clone());
         }
-        let plan = Arc::new(self.backends.plan(provider, params)?);
-        // Huge parameter sets are not worth keeping (and bound the cache's memory).
-        if params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > 64 * 1024 {
-            return Ok(plan);
+        if params.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > PLAN_CACHE_BYTES {
+            // Not kept: huge parameter sets would make the cache's memory unbounded.
+            let (backends, provider, params) =
+                (self.backends.clone(), provider.to_owned(), params.clone());
+            let job = tokio::task::spawn_blocking(move || backends.plan(&provider, &params));
+            return match job.await {
+                Ok(plan) => plan.map(Arc::new),
+                // A panic in planning is passed on, to fail this mount as INTERNAL.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(Error::Cancelled),
+            };
         }
+        let plan = Arc::new(self.backends.plan(provider, params)?);
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         if plans
             .values()
@@ -269,7 +291,7 @@ impl Mounter {
         req: &request::MountRequest,
         deadline: std::time::Instant,
     ) -> Result<(grpc::MountResponse, Outcome), Error> {
-        let mount_plan = self.plan(provider, &req.params)?;
+        let mount_plan = self.plan(provider, &req.params).await?;
         let MountPlan {
             backend,
             plan,
@@ -412,5 +434,72 @@ impl Mounter {
                 .put(key, &response, outcome.objects, *refresh);
         }
         Ok((response, outcome))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::thread::ThreadId;
+
+    use super::*;
+    use crate::backend::{BackendError, ErrorKind, Plan};
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("recorded")]
+    struct Recorded;
+
+    impl BackendError for Recorded {
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::InvalidArgument
+        }
+    }
+
+    /// Records the thread each plan ran on.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<ThreadId>>);
+
+    impl Backend for Recorder {
+        fn name(&self) -> &'static str {
+            "recorder"
+        }
+        fn sockets(&self) -> &'static [&'static str] {
+            &["recorder"]
+        }
+        fn plan(&self, _: &request::Parameters, _: &str) -> Result<Plan, backend::Error> {
+            self.0.lock().unwrap().push(std::thread::current().id());
+            Err(Recorded.into())
+        }
+    }
+
+    /// Parameters of `len` bytes, keys and values.
+    fn params(len: usize) -> request::Parameters {
+        [("objects".to_owned(), "x".repeat(len - "objects".len()))]
+            .into_iter()
+            .collect()
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn large_parameter_sets_are_planned_off_the_async_worker() {
+        let recorder = Arc::new(Recorder::default());
+        let mut backends = Backends::default();
+        backends.add(recorder.clone());
+        let mounter = Mounter::new(
+            backends,
+            version::Versioner::random().unwrap(),
+            MAX_RESPONSE_BYTES,
+        );
+        let here = std::thread::current().id();
+        for (len, off_worker) in [
+            (1024, false),
+            (PLAN_CACHE_BYTES, false),
+            (PLAN_CACHE_BYTES + 1, true),
+            (1024 * 1024, true),
+        ] {
+            let err = mounter.plan("recorder", &params(len)).await.unwrap_err();
+            assert!(matches!(err, Error::Plan(_)), "{len}: {err}");
+            let planned_on = recorder.0.lock().unwrap().pop().unwrap();
+            assert_eq!(planned_on != here, off_worker, "parameters of {len} bytes");
+        }
     }
 }

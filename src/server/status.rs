@@ -69,6 +69,7 @@ fn code(e: &mount::Error) -> Code {
         mount::Error::File(mount::files::Error::Shape { .. }) => Code::Internal,
         mount::Error::File(_) => Code::InvalidArgument,
         mount::Error::FetchCount { .. } => Code::Internal,
+        mount::Error::Cancelled => Code::Unavailable,
         mount::Error::Template(_) | mount::Error::Refresh(_) => Code::InvalidArgument,
     }
 }
