@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rustify::endpoint::{Endpoint, MiddleWare};
-use rustify::enums::{RequestMethod, RequestType, ResponseType};
 use serde_json::Value;
 use vaultrs::api::auth::kubernetes::requests::LoginWithKubernetesRequest;
 use vaultrs::api::{AuthInfo, EndpointError, EndpointMiddleware, EndpointResult};
+
 use vaultrs::error::ClientError;
 
 use super::error::Error;
@@ -84,6 +84,8 @@ impl Pool {
 pub struct VaultHttp {
     address: String,
     namespace: Option<String>,
+    /// `X-Vault-Namespace`, built once.
+    namespace_header: Option<http::HeaderValue>,
     /// Keeps connections alive between requests.
     pooled: reqwest::Client,
     /// Keeps none: for the one retry after a pooled connection turned out closed.
@@ -104,9 +106,16 @@ impl VaultHttp {
                 .build()
                 .map_err(|e| e.to_string())
         };
+        let namespace_header = conn
+            .namespace
+            .as_deref()
+            .map(http::HeaderValue::from_str)
+            .transpose()
+            .map_err(|_| "the namespace is not a valid header value".to_owned())?;
         Ok(Self {
             address: conn.address.clone(),
             namespace: conn.namespace.clone(),
+            namespace_header,
             pooled: build(false)?,
             fresh: build(true)?,
             max_body: http.max_body,
@@ -124,29 +133,27 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    /// Sends what `build` makes on `client`; the status and the body (capped).
+    /// The error says whether the pooled connection had been closed.
     async fn attempt(
         &self,
         client: &reqwest::Client,
-        req: &http::Request<Vec<u8>>,
-    ) -> Result<http::Response<Vec<u8>>, (rustify::errors::ClientError, bool)> {
+        build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
+        method: &http::Method,
+        url: &str,
+    ) -> Result<(http::StatusCode, Vec<u8>), (rustify::errors::ClientError, bool)> {
         let request_error = |e: reqwest::Error| {
             let stale = policy::is_stale_connection(&e);
             (
                 rustify::errors::ClientError::RequestError {
                     source: e.into(),
-                    url: req.uri().to_string(),
-                    method: req.method().to_string(),
+                    url: url.to_owned(),
+                    method: method.to_string(),
                 },
                 stale,
             )
         };
-        let response = client
-            .request(req.method().clone(), req.uri().to_string())
-            .headers(req.headers().clone())
-            .body(req.body().clone())
-            .send()
-            .await
-            .map_err(request_error)?;
+        let response = build(client).send().await.map_err(request_error)?;
         let status = response.status();
         let body = policy::read_capped(response, self.http.max_body)
             .await
@@ -157,15 +164,27 @@ impl Call<'_> {
                 ),
                 BodyError::Read(e) => request_error(e),
             })?;
-        http::Response::builder()
-            .status(status)
-            .body(body)
-            .map_err(|e| {
-                (
-                    rustify::errors::ClientError::ResponseError { source: e.into() },
-                    false,
-                )
-            })
+        Ok((status, body))
+    }
+
+    /// [`Self::attempt`] on a pooled connection, and once more on a fresh
+    /// one if that connection turned out closed and the request may be repeated.
+    async fn run(
+        &self,
+        build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
+        method: &http::Method,
+        url: &str,
+    ) -> Result<(http::StatusCode, Vec<u8>), rustify::errors::ClientError> {
+        match self.attempt(&self.http.pooled, build, method, url).await {
+            Ok(answer) => Ok(answer),
+            Err((_, true)) if self.retry_stale => {
+                tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
+                self.attempt(&self.http.fresh, build, method, url)
+                    .await
+                    .map_err(|(e, _)| e)
+            }
+            Err((e, _)) => Err(e),
+        }
     }
 }
 
@@ -179,16 +198,18 @@ impl rustify::client::Client for Call<'_> {
         &self,
         req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, rustify::errors::ClientError> {
-        match self.attempt(&self.http.pooled, &req).await {
-            Ok(response) => Ok(response),
-            Err((_, true)) if self.retry_stale => {
-                tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
-                self.attempt(&self.http.fresh, &req)
-                    .await
-                    .map_err(|(e, _)| e)
-            }
-            Err((e, _)) => Err(e),
-        }
+        let url = req.uri().to_string();
+        let build = |client: &reqwest::Client| {
+            client
+                .request(req.method().clone(), url.as_str())
+                .headers(req.headers().clone())
+                .body(req.body().clone())
+        };
+        let (status, body) = self.run(&build, req.method(), &url).await?;
+        http::Response::builder()
+            .status(status)
+            .body(body)
+            .map_err(|e| rustify::errors::ClientError::ResponseError { source: e.into() })
     }
 }
 
@@ -296,60 +317,147 @@ impl Request {
     }
 }
 
-/// Sends `request` with `token`; the whole JSON answer back.
+/// A Vault token as coffer sends it: the `X-Vault-Token` header, built
+/// once per login and marked sensitive, so no HTTP layer prints it and
+/// `Debug` shows nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultToken(http::HeaderValue);
+
+impl VaultToken {
+    /// Refuses a token that cannot be a header value (a hostile or broken
+    /// server's answer), which vaultrs' own client would panic on.
+    pub fn new(token: &Token) -> Result<Self, String> {
+        let mut header = http::HeaderValue::from_str(token.expose())
+            .map_err(|_| "Vault returned a token that is not a valid header value".to_owned())?;
+        header.set_sensitive(true);
+        Ok(Self(header))
+    }
+}
+
+impl std::fmt::Debug for VaultToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VaultToken(<redacted>)")
+    }
+}
+
+/// One distinct request of a mount, prepared when the class is planned:
+/// the URL is built once, exactly as vaultrs and rustify build it (the
+/// address, the path's segments percent-encoded, `.` and `..` dropped, the
+/// query, then `v1` before the whole path), and checked to be a valid URI.
+#[derive(Debug)]
+pub struct Read {
+    pub request: Arc<Request>,
+    url: reqwest::Url,
+    method: http::Method,
+    body: Option<bytes::Bytes>,
+}
+
+impl Read {
+    pub fn new(address: &str, request: Request) -> Result<Self, String> {
+        let url = url(address, &request)?;
+        let method = match request.method {
+            Method::Get => http::Method::GET,
+            Method::Put => http::Method::PUT,
+            Method::Post => http::Method::POST,
+        };
+        let body = request
+            .body
+            .as_ref()
+            .map(|b| bytes::Bytes::copy_from_slice(b.as_bytes()));
+        Ok(Self {
+            request: Arc::new(request),
+            url,
+            method,
+            body,
+        })
+    }
+}
+
+/// The URL of `request` on the Vault at `address`.
+fn url(address: &str, request: &Request) -> Result<reqwest::Url, String> {
+    let mut url = reqwest::Url::parse(address).map_err(|e| format!("the address: {e}"))?;
+    url.path_segments_mut()
+        .map_err(|()| "the address cannot have a path".to_owned())?
+        .extend(request.path.split('/'));
+    if !request.query.is_empty() {
+        url.set_query(Some(&query(&request.query)));
+    }
+    let versioned = format!("v1{}", url.path());
+    url.set_path(&versioned);
+    http::Uri::try_from(url.as_str()).map_err(|e| format!("not a valid URI: {e}"))?;
+    Ok(url)
+}
+
+fn query(pairs: &[(String, String)]) -> String {
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Sends `read` with `token`; the whole JSON answer back. Errors are those
+/// vaultrs gives for the same answer (API errors by status and Vault's
+/// `errors`, transport failures, a body that is not JSON).
 pub async fn send(
     client: &VaultHttp,
-    token: &Token,
-    request: &Request,
+    token: &VaultToken,
+    read: &Read,
 ) -> Result<Value, ClientError> {
     let call = Call {
         http: client,
-        retry_stale: request.method == Method::Get,
+        retry_stale: read.request.method == Method::Get,
     };
-    Raw(request)
-        .with_middleware(&Headers::new(client, Some(token)))
-        .exec(&call)
+    let build = |http: &reqwest::Client| {
+        let mut builder = http
+            .request(read.method.clone(), read.url.clone())
+            .header("X-Vault-Request", http::HeaderValue::from_static("true"))
+            .header("X-Vault-Token", token.0.clone());
+        if let Some(ns) = &client.namespace_header {
+            builder = builder.header("X-Vault-Namespace", ns.clone());
+        }
+        if let Some(body) = &read.body {
+            builder = builder.body(body.clone());
+        }
+        builder
+    };
+    let (status, body) = call
+        .run(&build, &read.method, read.url.as_str())
         .await
-        .map_err(api_error)?
-        .parse()
-        .map_err(|source| ClientError::RestClientError { source })
+        .map_err(|source| ClientError::RestClientError { source })?;
+    if !rustify::client::HTTP_SUCCESS_CODES.contains(&status.as_u16()) {
+        return Err(api_error(
+            rustify::errors::ClientError::ServerResponseError {
+                code: status.as_u16(),
+                content: String::from_utf8(body).ok(),
+            },
+        ));
+    }
+    parse_json(body)
+        .await
+        .map_err(|e| ClientError::RestClientError {
+            source: rustify::errors::ClientError::ResponseParseError {
+                source: e.into(),
+                content: None,
+            },
+        })
 }
 
-/// Any path, method, query and JSON body; the whole JSON response back.
-struct Raw<'a>(&'a Request);
+/// Bodies above this are parsed on the blocking pool: a class can name a
+/// server that answers megabytes, and parsing them on the async worker
+/// would hold up every other tenant's mount.
+const PARSE_INLINE_BYTES: usize = 256 * 1024;
 
-impl Endpoint for Raw<'_> {
-    type Response = Value;
-    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
-    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
-
-    fn path(&self) -> String {
-        self.0.path.clone()
+async fn parse_json(body: Vec<u8>) -> Result<Value, serde_json::Error> {
+    if body.len() <= PARSE_INLINE_BYTES {
+        return serde_json::from_slice(&body);
     }
-
-    fn method(&self) -> RequestMethod {
-        match self.0.method {
-            Method::Get => RequestMethod::GET,
-            Method::Put => RequestMethod::PUT,
-            Method::Post => RequestMethod::POST,
-        }
-    }
-
-    fn query(&self) -> Result<Option<String>, rustify::errors::ClientError> {
-        if self.0.query.is_empty() {
-            return Ok(None);
-        }
-        let pairs: Vec<String> = self
-            .0
-            .query
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect();
-        Ok(Some(pairs.join("&")))
-    }
-
-    fn body(&self) -> Result<Option<Vec<u8>>, rustify::errors::ClientError> {
-        Ok(self.0.body.as_ref().map(|b| b.as_bytes().to_vec()))
+    match tokio::task::spawn_blocking(move || serde_json::from_slice(&body)).await {
+        Ok(parsed) => parsed,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(serde::de::Error::custom(
+            "parsing was cancelled (coffer is shutting down)",
+        )),
     }
 }
 
@@ -363,4 +471,114 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use rustify::enums::{RequestMethod, RequestType, ResponseType};
+
+    use super::*;
+
+    /// An endpoint for vaultrs' middleware to decorate.
+    struct Any;
+
+    impl Endpoint for Any {
+        type Response = Value;
+        const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+        const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+        fn path(&self) -> String {
+            String::new()
+        }
+        fn method(&self) -> RequestMethod {
+            RequestMethod::GET
+        }
+    }
+
+    /// The URL coffer sent before it built URLs itself: rustify's, then
+    /// vaultrs' `v1` prefix, then reqwest parsing the result.
+    fn through_vaultrs(address: &str, request: &Request) -> Option<String> {
+        let q = (!request.query.is_empty()).then(|| query(&request.query));
+        std::panic::catch_unwind(|| {
+            let mut req = rustify::http::build_request(
+                address,
+                &request.path,
+                RequestMethod::GET,
+                q.clone(),
+                None,
+            )
+            .ok()?;
+            EndpointMiddleware {
+                token: String::new(),
+                version: "v1".into(),
+                wrap: None,
+                namespace: None,
+            }
+            .request(&Any, &mut req)
+            .ok()?;
+            reqwest::Url::parse(&req.uri().to_string())
+                .ok()
+                .map(|u| u.to_string())
+        })
+        .ok()
+        .flatten()
+    }
+
+    #[test]
+    fn read_urls_are_the_ones_vaultrs_built() {
+        let addresses = [
+            "http://127.0.0.1:8200",
+            "https://VAULT.corp:8200",
+            "https://vault.corp/prefix",
+            "http://[::1]:8200",
+        ];
+        let paths = [
+            "secret/data/app",
+            "secret/data/a b",
+            "secret/data/a%20b",
+            "secret/data/../x",
+            "secret/./data",
+            "secret//data",
+            "secret/data/ü",
+            "secret/data/a?b",
+            "secret/data/a#b",
+            "secret/%2e%2e/x",
+            "a\\b",
+            "a|b^c`d",
+            "a{b}\"c<d>",
+            "/leading",
+            "trailing/",
+            "",
+        ];
+        let queries: [Vec<(String, String)>; 3] = [
+            vec![],
+            vec![("version".into(), "2".into())],
+            vec![("a b".into(), "c&d=é".into()), ("x".into(), String::new())],
+        ];
+        let mut compared = 0;
+        for address in addresses {
+            for path in paths {
+                for q in &queries {
+                    let request = Request {
+                        method: Method::Get,
+                        path: path.to_owned(),
+                        query: q.clone(),
+                        body: None,
+                    };
+                    let ours = url(address, &request).map(|u| u.to_string()).ok();
+                    let theirs = through_vaultrs(address, &request);
+                    assert_eq!(ours, theirs, "{address} {path:?} {q:?}");
+                    compared += usize::from(ours.is_some());
+                }
+            }
+        }
+        assert!(compared > 150, "only {compared} URLs could be built");
+    }
+
+    #[test]
+    fn a_token_that_cannot_be_a_header_is_refused_and_none_is_printed() {
+        assert!(VaultToken::new(&Token::new("s.abc\ndef".into())).is_err());
+        let token = VaultToken::new(&Token::new("hvs.secret-value".into())).unwrap();
+        assert_eq!(format!("{token:?}"), "VaultToken(<redacted>)");
+        assert!(token.0.is_sensitive());
+    }
 }

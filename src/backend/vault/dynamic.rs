@@ -24,8 +24,8 @@ use crate::secret::SecretBytes;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResponseKey {
     pub owner: Owner,
-    pub connection: Connection,
-    pub request: Request,
+    pub connection: Arc<Connection>,
+    pub request: Arc<Request>,
 }
 
 /// Whose a kept response is: the pod, and who it is to Vault.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use vaultrs::error::ClientError;
 
-use super::client;
+use super::client::{self, VaultToken};
 use super::error::{self, Error};
 use super::params::Connection;
 use crate::backend::support::{Cache, timed};
@@ -23,11 +23,11 @@ pub struct LoginKey {
     /// must not ride on the real pod's login. (kubelet rotates the token at
     /// 80% of its lifetime, so this costs one login per rotation.)
     pub token: [u8; 32],
-    pub connection: Connection,
+    pub connection: Arc<Connection>,
 }
 
 pub struct Logins {
-    cache: Cache<LoginKey, Token>,
+    cache: Cache<LoginKey, VaultToken>,
     metrics: Arc<Metrics>,
 }
 
@@ -46,7 +46,7 @@ impl Logins {
         key: &LoginKey,
         client: &client::VaultHttp,
         jwt: &Token,
-    ) -> Result<(Token, bool), Error> {
+    ) -> Result<(VaultToken, bool), Error> {
         let (token, cached) = self
             .cache
             .get_or_fill(key, || self.login(key, client, jwt))
@@ -59,10 +59,8 @@ impl Logins {
     }
 
     /// Forgets `token` if it is still the one kept for `key` (Vault refused it).
-    pub async fn forget(&self, key: &LoginKey, token: &Token) {
-        self.cache
-            .forget_if(key, |kept| kept.expose() == token.expose())
-            .await;
+    pub async fn forget(&self, key: &LoginKey, token: &VaultToken) {
+        self.cache.forget_if(key, |kept| kept == token).await;
     }
 
     async fn login(
@@ -70,7 +68,7 @@ impl Logins {
         key: &LoginKey,
         client: &client::VaultHttp,
         jwt: &Token,
-    ) -> Result<(Token, Duration), Error> {
+    ) -> Result<(VaultToken, Duration), Error> {
         let conn = &key.connection;
         let auth = timed(
             &self.metrics,
@@ -129,6 +127,13 @@ impl Logins {
             lease_s = lease.as_secs(),
             "vault login"
         );
-        Ok((Token::new(auth.client_token), ttl))
+        let token =
+            VaultToken::new(&Token::new(auth.client_token)).map_err(|reason| Error::Login {
+                address: conn.address.clone(),
+                mount: conn.auth_mount.clone(),
+                reason,
+                kind: crate::backend::ErrorKind::Internal,
+            })?;
+        Ok((token, ttl))
     }
 }

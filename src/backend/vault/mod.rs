@@ -25,7 +25,7 @@ use serde_json::Value;
 use vaultrs::error::ClientError;
 
 pub use self::args::Args;
-use self::client::{Request, VaultHttp};
+use self::client::{Read, Request, VaultHttp, VaultToken};
 use self::dynamic::{ResponseKey, Responses};
 pub use self::error::Error;
 use self::login::{LoginKey, Logins};
@@ -34,7 +34,7 @@ use super::support::timed;
 use super::{Backend, BackendError, ErrorKind, Fetch, FetchContext, Fetched, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::request::Parameters;
-use crate::secret::{SecretBytes, Token};
+use crate::secret::SecretBytes;
 
 /// Settings of the backend as a whole.
 #[derive(Debug, Clone)]
@@ -126,12 +126,37 @@ impl Backend for VaultBackend {
                 optional: o.optional,
             })
             .collect();
+        // Distinct requests, in first-use order, each prepared once for
+        // every mount of the class; each object points at one.
+        let mut reads: Vec<(Read, String)> = Vec::new();
+        let mut index_of: Vec<usize> = Vec::with_capacity(spc.objects.len());
+        for object in &spc.objects {
+            let request = Request::of(object);
+            let idx = match reads.iter().position(|(r, _)| *r.request == request) {
+                Some(i) => i,
+                None => {
+                    let read = Read::new(&spc.connection.address, request).map_err(|reason| {
+                        Error::Object {
+                            object: object.name.clone(),
+                            reason: format!("{:?} cannot be requested: {reason}", object.path),
+                        }
+                    })?;
+                    reads.push((read, object.name.clone()));
+                    reads.len() - 1
+                }
+            };
+            index_of.push(idx);
+        }
         Ok(Plan {
             files,
             audience: spc.connection.audience.clone(),
             warnings: spc.warnings.clone(),
             fetch: Box::new(VaultFetch {
                 inner: self.inner.clone(),
+                connection: Arc::new(spc.connection.clone()),
+                client: tokio::sync::OnceCell::new(),
+                reads,
+                index_of,
                 spc,
             }),
         })
@@ -141,6 +166,13 @@ impl Backend for VaultBackend {
 struct VaultFetch {
     inner: Arc<Inner>,
     spc: Spc,
+    connection: Arc<Connection>,
+    /// The connection's client, taken from the pool on first use.
+    client: tokio::sync::OnceCell<Arc<VaultHttp>>,
+    /// Distinct reads and the first object that needs each.
+    reads: Vec<(Read, String)>,
+    /// Per object, in plan order: its read in `reads`.
+    index_of: Vec<usize>,
 }
 
 #[async_trait]
@@ -150,42 +182,30 @@ impl Fetch for VaultFetch {
         reason = "indices come from 0..len of `requests`/`results` and from `index_of`, built from `requests` positions"
     )]
     async fn fetch(&self, ctx: &FetchContext<'_>) -> Result<Vec<Fetched>, super::Error> {
-        let conn = &self.spc.connection;
-        let client = self.inner.clients.get(conn).await?;
+        let conn = &self.connection;
+        let client = self
+            .client
+            .get_or_try_init(|| self.inner.clients.get(conn))
+            .await?;
         let key = LoginKey {
             pod_uid: ctx.pod.uid.clone(),
             subject: ctx.claims.subject.clone().unwrap_or_default(),
             token: ctx.token.digest(),
             connection: conn.clone(),
         };
-
-        // Distinct requests, in first-use order; each object points at one.
-        let mut requests: Vec<(Request, &str)> = Vec::new();
-        let mut index_of: Vec<usize> = Vec::with_capacity(self.spc.objects.len());
-        for object in &self.spc.objects {
-            let request = Request::of(object);
-            let idx = match requests.iter().position(|(r, _)| *r == request) {
-                Some(i) => i,
-                None => {
-                    requests.push((request, &object.name));
-                    requests.len() - 1
-                }
-            };
-            index_of.push(idx);
-        }
+        let requests = &self.reads;
 
         let logins = &self.inner.logins;
-        let (token, cached) = logins.token(&key, &client, ctx.token).await?;
+        let (token, cached) = logins.token(&key, client, ctx.token).await?;
         // Dynamic responses are reused per pod *and* identity: the Sync
         // Controller sends one pod UID (its own) for every SecretSync.
         let owner = &dynamic::Owner::new(&ctx.pod.uid, ctx.claims.subject.as_deref(), ctx.token);
         let limit = self.inner.config.parallel_reads.max(1);
-        let (inner, client_ref, token_ref, requests_ref) =
-            (&self.inner, &*client, &token, &requests);
+        let (inner, client_ref, token_ref) = (&self.inner, &**client, &token);
         let mut results: Vec<Result<Value, Error>> = stream::iter(0..requests.len())
             .map(move |i| {
-                let (request, object) = &requests_ref[i];
-                inner.read_reusing(owner, client_ref, conn, token_ref, request, object)
+                let (read, object) = &requests[i];
+                inner.read_reusing(owner, client_ref, conn, token_ref, read, object)
             })
             .buffered(limit)
             .collect()
@@ -197,12 +217,12 @@ impl Fetch for VaultFetch {
                 .any(|r| matches!(r, Err(Error::Read { code: 403, .. })))
         {
             logins.forget(&key, &token).await;
-            let (fresh, _) = logins.token(&key, &client, ctx.token).await?;
-            for (i, (request, object)) in requests.iter().enumerate() {
+            let (fresh, _) = logins.token(&key, client, ctx.token).await?;
+            for (i, (read, object)) in requests.iter().enumerate() {
                 if matches!(results[i], Err(Error::Read { code: 403, .. })) {
                     results[i] = self
                         .inner
-                        .read_reusing(owner, &client, conn, &fresh, request, object)
+                        .read_reusing(owner, client, conn, &fresh, read, object)
                         .await;
                 }
             }
@@ -210,7 +230,7 @@ impl Fetch for VaultFetch {
         // Per object, in plan order: the first failure fails the mount,
         // except NotFound on an optional object, which leaves it out.
         let mut out = Vec::with_capacity(self.spc.objects.len());
-        for (object, idx) in self.spc.objects.iter().zip(index_of) {
+        for (object, &idx) in self.spc.objects.iter().zip(&self.index_of) {
             let response = match &results[idx] {
                 Ok(v) => v,
                 Err(e) if object.optional && e.kind() == ErrorKind::NotFound => {
@@ -257,20 +277,20 @@ impl Inner {
         &self,
         owner: &dynamic::Owner,
         client: &VaultHttp,
-        conn: &Connection,
-        token: &Token,
-        request: &Request,
+        conn: &Arc<Connection>,
+        token: &VaultToken,
+        read: &Read,
         object: &str,
     ) -> Result<Value, Error> {
         let key = ResponseKey {
             owner: owner.clone(),
             connection: conn.clone(),
-            request: request.clone(),
+            request: read.request.clone(),
         };
         if let Some(value) = self.responses.reusable(&key, object) {
             return Ok(value);
         }
-        let value = self.read(client, conn, token, request, object).await?;
+        let value = self.read(client, conn, token, read, object).await?;
         self.responses.keep(&key, &value).await;
         Ok(value)
     }
@@ -279,15 +299,16 @@ impl Inner {
         &self,
         client: &VaultHttp,
         conn: &Connection,
-        token: &Token,
-        request: &Request,
+        token: &VaultToken,
+        read: &Read,
         object: &str,
     ) -> Result<Value, Error> {
+        let request = &read.request;
         timed(
             &self.metrics,
             "vault",
             "read",
-            client::send(client, token, request),
+            client::send(client, token, read),
             error::outcome,
         )
         .await
