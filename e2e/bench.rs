@@ -7,7 +7,8 @@
 //! (default 600; 0 skips the soak), BENCH_OUT (default docs/benchmarks.md),
 //! BENCH_ONLY=scale (only the scale model of [`scale`], written over the
 //! `## Scale` section of BENCH_OUT), BENCH_COFFER_BIN (default
-//! target/release/coffer), and scale.rs's BENCH_SCALE_*.
+//! target/release/coffer), BENCH_COMPARE=bin,bin (builds side by side in
+//! alternating rounds, printed, see [`compare`]), and scale.rs's BENCH_SCALE_*.
 
 mod scale;
 
@@ -303,6 +304,10 @@ fn start_coffer_with(dir: &Path, provider: &str, extra: &[&str]) -> Result<Coffe
     let bin = std::env::var("BENCH_COFFER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root().join("target/release/coffer"));
+    start_coffer_bin(&bin, dir, provider, extra)
+}
+
+fn start_coffer_bin(bin: &Path, dir: &Path, provider: &str, extra: &[&str]) -> Result<Coffer> {
     let health = format!("127.0.0.1:{}", free_port());
     let socket = dir.join(format!("{provider}.sock"));
     let started = Instant::now();
@@ -315,10 +320,10 @@ fn start_coffer_with(dir: &Path, provider: &str, extra: &[&str]) -> Result<Coffe
     let mut command = match wrapper.split_first() {
         Some((program, args)) => {
             let mut c = Command::new(program);
-            c.args(args).arg(&bin);
+            c.args(args).arg(bin);
             c
         }
-        None => Command::new(&bin),
+        None => Command::new(bin),
     };
     let child = command
         .args([
@@ -403,6 +408,13 @@ async fn main() -> Result<()> {
         let old = std::fs::read_to_string(&out).unwrap_or_default();
         std::fs::write(&out, splice_section(&old, "\n## Scale\n", &section))?;
         eprintln!("wrote the scale section of {}", out.display());
+        return Ok(());
+    }
+    if let Ok(list) = std::env::var("BENCH_COMPARE") {
+        let bins: Vec<PathBuf> = list.split(',').map(PathBuf::from).collect();
+        let table = compare(&vault, &dir, &bins).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+        println!("{table}");
         return Ok(());
     }
     // Cold start: the best of 5 (the binary and its pages warm after the first).
@@ -672,6 +684,64 @@ async fn main() -> Result<()> {
 
 /// `old` with its section starting at `heading` (up to the next `\n## `)
 /// replaced by `section`, or `section` appended.
+/// BENCH_COMPARE=a,b: builds side by side against the same OpenBao, in
+/// alternating rounds (BENCH_COMPARE_ROUNDS, default 10) of BENCH_MOUNTS
+/// sequential warm one-object mounts each, so a drift of the machine's
+/// speed during the run touches every build alike. Reports, per build, the
+/// median over rounds of CPU per mount (user+sys from /proc) and of p50.
+async fn compare(vault: &Vault, dir: &Path, bins: &[PathBuf]) -> Result<String> {
+    let rounds = env_u64("BENCH_COMPARE_ROUNDS", 10) as usize;
+    let batch = env_u64("BENCH_MOUNTS", 2000) as usize;
+    let token = mint("web-0", &uid(0));
+    let req = request(&vault.addr, &objects(1), "web-0", &uid(0), &token);
+    let mut runs = Vec::new();
+    for (i, bin) in bins.iter().enumerate() {
+        let own = dir.join(format!("b{i}"));
+        std::fs::create_dir_all(&own)?;
+        let coffer = start_coffer_bin(bin, &own, "vault", &[])?;
+        let mut client = connect(&coffer.socket).await?;
+        for _ in 0..200 {
+            client.mount(req.clone()).await?;
+        }
+        runs.push((coffer, client, Vec::new(), Vec::new()));
+    }
+    for round in 0..rounds {
+        let n = runs.len();
+        for k in 0..n {
+            // Alternate which build goes first.
+            let (coffer, client, cpu, p50) = &mut runs[(k + round) % n];
+            let before = cpu_seconds(coffer.pid);
+            let mut lat = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let t = Instant::now();
+                client.mount(req.clone()).await?;
+                lat.push(t.elapsed());
+            }
+            cpu.push((cpu_seconds(coffer.pid) - before) * 1e6 / batch as f64);
+            lat.sort();
+            p50.push(us(percentile(&lat, 0.5)));
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut table = format!(
+        "| build | CPU per warm mount (median of {rounds} rounds of {batch}) | p50 (median) | CPU per round |\n|---|---:|---:|---|\n"
+    );
+    for (bin, (_, _, cpu, p50)) in bins.iter().zip(&mut runs) {
+        let per_round: Vec<String> = cpu.iter().map(|c| format!("{c:.0}")).collect();
+        table.push_str(&format!(
+            "| {} | {:.0} µs | {:.0} µs | {} |\n",
+            bin.display(),
+            median(cpu),
+            median(p50),
+            per_round.join(" ")
+        ));
+    }
+    Ok(table)
+}
+
 fn splice_section(old: &str, heading: &str, section: &str) -> String {
     match old.find(heading) {
         Some(start) => {

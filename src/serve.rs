@@ -155,6 +155,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         health,
         stopped(stop_rx.clone()),
     ));
+    let sweeper = tokio::spawn(sweep(mounter.clone()));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         health = %args.health_addr,
@@ -184,9 +185,31 @@ pub async fn run(args: ServeArgs) -> Result<(), Error> {
         tracing::warn!("grace period over; mounts still running are abandoned");
     }
     health_task.abort();
+    sweeper.abort();
     for (path, identity) in &bound {
         socket::remove(path, identity);
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often what coffer keeps is swept of entries past their lifetime.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every [`SWEEP_EVERY`], drops kept tokens, credentials and responses
+/// whose time has passed (otherwise they would wait until their cache needs
+/// the room). The tick also keeps the runtime's next timer within
+/// [`SWEEP_EVERY`], so arming a backend request's timeout (30 s) does not
+/// wake the I/O driver for an earlier deadline on every request: measured
+/// one `eventfd` write and one `epoll_wait` fewer per mount.
+async fn sweep(mounter: Arc<Mounter>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let gone = mounter.sweep();
+        if gone > 0 {
+            tracing::debug!(entries = gone, "swept expired cache entries");
+        }
+    }
 }

@@ -190,4 +190,11 @@ pub trait Backend: Send + Sync {
     /// socket `socket` (a backend may read its dialect from the name).
     /// Pure: no network, no clock.
     fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, Error>;
+
+    /// Drops what the backend keeps past its lifetime (tokens, credentials,
+    /// dynamic responses); returns how many entries went. Called
+    /// periodically by `coffer serve`.
+    fn sweep(&self) -> usize {
+        0
+    }
 }

@@ -170,13 +170,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
             return slot.clone();
         }
         if slots.len() >= self.capacity {
-            let now = Instant::now();
-            slots.retain(|_, slot| {
-                Arc::strong_count(slot) > 1
-                    || slot
-                        .try_lock()
-                        .is_ok_and(|v| v.as_ref().is_some_and(|(_, until)| *until > now))
-            });
+            drop_expired(&mut slots, Instant::now());
             if slots.len() >= self.capacity {
                 let excess = slots.len() + 1 - self.capacity;
                 let idle: Vec<K> = slots
@@ -259,6 +253,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
         }
     }
 
+    /// Drops the values past their deadline (and empty slots) that nobody
+    /// is filling or waiting on; returns how many keys went. Run
+    /// periodically, so a secret or token outlives its use by at most one
+    /// period rather than until the bound needs its room.
+    pub fn sweep(&self) -> usize {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let before = slots.len();
+        drop_expired(&mut slots, Instant::now());
+        before - slots.len()
+    }
+
     /// Keys held (filled or being filled).
     pub fn len(&self) -> usize {
         self.slots.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -267,6 +272,16 @@ impl<K: Hash + Eq + Clone, V: Clone> Cache<K, V> {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Keeps the slots someone holds and the values still alive at `now`.
+fn drop_expired<K, V>(slots: &mut HashMap<K, Slot<V>>, now: Instant) {
+    slots.retain(|_, slot| {
+        Arc::strong_count(slot) > 1
+            || slot
+                .try_lock()
+                .is_ok_and(|v| v.as_ref().is_some_and(|(_, until)| *until > now))
+    });
 }
 
 #[cfg(test)]
@@ -331,6 +346,29 @@ mod tests {
         assert_eq!(cache.get(&"k"), Some(2));
         cache.forget_if(&"k", |v| *v == 2).await;
         assert_eq!(cache.get(&"k"), None);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_drops_expired_values_and_keeps_live_and_busy_ones() {
+        let value = Arc::new(());
+        let cache: Cache<&str, Arc<()>> = Cache::new(8);
+        cache
+            .insert(&"old", value.clone(), Duration::from_millis(1))
+            .await;
+        cache
+            .insert(&"live", value.clone(), Duration::from_secs(60))
+            .await;
+        // A key being filled right now (its slot is held) stays.
+        let busy = cache.slot(&"busy");
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(Arc::strong_count(&value), 3);
+        assert_eq!(cache.sweep(), 1);
+        assert_eq!(Arc::strong_count(&value), 2, "the expired value is dropped");
+        assert!(cache.get(&"live").is_some());
+        assert_eq!(cache.len(), 2);
+        drop(busy);
+        assert_eq!(cache.sweep(), 1, "an empty slot nobody holds goes");
+        assert_eq!(cache.len(), 1);
     }
 
     #[tokio::test]

@@ -276,6 +276,19 @@ impl Mounter {
         Ok(plan)
     }
 
+    /// Drops everything kept past its lifetime: the `refreshInterval`
+    /// responses and each backend's tokens, credentials and dynamic
+    /// responses. Returns how many entries went.
+    pub fn sweep(&self) -> usize {
+        self.responses.sweep()
+            + self
+                .backends
+                .by_name
+                .values()
+                .map(|b| b.sweep())
+                .sum::<usize>()
+    }
+
     pub fn backends(&self) -> &Backends {
         &self.backends
     }

@@ -143,6 +143,23 @@ impl Responses {
         Some((entry.response.clone(), entry.objects, entry.bytes))
     }
 
+    /// Drops the responses whose interval has passed; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let before = state.entries.len();
+        let mut freed = 0;
+        state.entries.retain(|_, e| {
+            let keep = e.until > now;
+            if !keep {
+                freed += e.bytes;
+            }
+            keep
+        });
+        state.bytes -= freed;
+        before - state.entries.len()
+    }
+
     /// Keeps `response` under `key` for `interval` (a zero interval keeps
     /// nothing). Expired entries make room first, then those closest to
     /// their end; a response above the byte bound is not kept.
@@ -217,6 +234,18 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_sweep_drops_the_responses_past_their_interval() {
+        let kept = Responses::new(8, 1 << 20);
+        kept.put(Key([1; 32]), &response(10), 1, Duration::from_millis(1));
+        kept.put(Key([2; 32]), &response(20), 1, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(kept.sweep(), 1);
+        assert_eq!(kept.size(), (1, 20));
+        assert!(kept.get(&Key([2; 32])).is_some());
+        assert_eq!(kept.sweep(), 0);
     }
 
     #[test]

@@ -129,6 +129,10 @@ impl Backend for AwsBackend {
         &["aws"]
     }
 
+    fn sweep(&self) -> usize {
+        self.inner.identity.sweep()
+    }
+
     fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, super::Error> {
         let spc = params::parse(params, &self.inner.config.defaults)?;
         let mut files = Vec::new();

@@ -319,16 +319,28 @@ impl Request {
 
 /// A Vault token as coffer sends it: the `X-Vault-Token` header, built
 /// once per login and marked sensitive, so no HTTP layer prints it and
-/// `Debug` shows nothing.
+/// `Debug` shows nothing. Requests share its bytes, which are zeroed when
+/// the last of them is dropped.
 #[derive(Clone, PartialEq, Eq)]
 pub struct VaultToken(http::HeaderValue);
+
+/// The token's bytes, zeroed on drop.
+struct Zeroed(zeroize::Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Zeroed {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl VaultToken {
     /// Refuses a token that cannot be a header value (a hostile or broken
     /// server's answer), which vaultrs' own client would panic on.
     pub fn new(token: &Token) -> Result<Self, String> {
-        let mut header = http::HeaderValue::from_str(token.expose())
-            .map_err(|_| "Vault returned a token that is not a valid header value".to_owned())?;
+        let bytes = zeroize::Zeroizing::new(token.expose().as_bytes().to_vec());
+        let mut header =
+            http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Zeroed(bytes)))
+                .map_err(|_| "Vault returned a token that is not a valid header value".to_owned())?;
         header.set_sensitive(true);
         Ok(Self(header))
     }

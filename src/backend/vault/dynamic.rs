@@ -75,6 +75,11 @@ impl Responses {
         Some(value)
     }
 
+    /// Drops the responses past their time (see [`Cache::sweep`]).
+    pub fn sweep(&self) -> usize {
+        self.cache.sweep()
+    }
+
     /// Keeps `value` if it is dynamic.
     pub async fn keep(&self, key: &ResponseKey, value: &Value) {
         let Some(lifetime) = lifetime(key.request.method, value) else {

@@ -58,6 +58,11 @@ impl Logins {
         Ok((token, cached))
     }
 
+    /// Drops the logins past their time (see [`Cache::sweep`]).
+    pub fn sweep(&self) -> usize {
+        self.cache.sweep()
+    }
+
     /// Forgets `token` if it is still the one kept for `key` (Vault refused it).
     pub async fn forget(&self, key: &LoginKey, token: &VaultToken) {
         self.cache.forget_if(key, |kept| kept == token).await;

@@ -103,6 +103,10 @@ impl Backend for VaultBackend {
         &["vault", "openbao"]
     }
 
+    fn sweep(&self) -> usize {
+        self.inner.logins.sweep() + self.inner.responses.sweep()
+    }
+
     fn plan(&self, params: &Parameters, socket: &str) -> Result<Plan, super::Error> {
         let dialect = Dialect::for_socket(socket);
         let spc = params::parse(params, dialect, &self.inner.config.defaults)?;

@@ -86,6 +86,12 @@ impl Identity {
         }
     }
 
+    /// Drops credentials, roles and regions past their time (see
+    /// [`Cache::sweep`]).
+    pub fn sweep(&self) -> usize {
+        self.credentials.sweep() + self.roles.sweep() + self.regions.sweep()
+    }
+
     /// Credentials from `fetch`, cached under `key`; one call for all
     /// concurrent callers.
     pub async fn cached<F, Fut>(&self, key: CredentialKey, fetch: F) -> Result<Credentials, Error>
