@@ -685,8 +685,6 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// `old` with its section starting at `heading` (up to the next `\n## `)
-/// replaced by `section`, or `section` appended.
 /// BENCH_COMPARE=a,b: builds side by side against the same OpenBao, in
 /// alternating rounds (BENCH_COMPARE_ROUNDS, default 10) of BENCH_MOUNTS
 /// sequential warm one-object mounts each, so a drift of the machine's
@@ -745,6 +743,8 @@ async fn compare(vault: &Vault, dir: &Path, bins: &[PathBuf]) -> Result<String> 
     Ok(table)
 }
 
+/// `old` with its section starting at `heading` (up to the next `\n## `)
+/// replaced by `section`, or `section` appended.
 fn splice_section(old: &str, heading: &str, section: &str) -> String {
     match old.find(heading) {
         Some(start) => {
@@ -763,21 +763,22 @@ fn splice_section(old: &str, heading: &str, section: &str) -> String {
 const NOTES: &str = "
 ## Notes
 
-- **Where a mount's CPU goes** (callgrind of 650 mounts, `BENCH_WRAPPER=\"valgrind --tool=callgrind\"`):
-  about half is the Vault read through vaultrs/rustify/reqwest, of which URL parsing and IDNA
-  processing of the request URL (`url::parser`, `idna`) and allocation are the largest parts;
-  the rest is tonic/h2 and coffer's own work. Decoding the HPACK of every request (to normalise
-  `:authority`) cost about 20% until the normaliser was changed to decide per connection and
-  pass a connection with a valid authority through untouched; SHA-256 of the pod's token (the
-  credential cache is bound to the exact token) and the HMAC object versions are about 5%.
-  What is left above the 150 µs target is mostly the HTTP client stack of the Vault read; a
-  leaner client (a pre-parsed base URL, one `hyper` connection per Vault) is the next step and
-  was not taken here.
+- **Where a warm mount's CPU goes.** About 40% is the kernel (`perf record` of coffer during
+  the sequential run): a mount waits twice, for the driver's request and for Vault's answer,
+  and each wait is a sleep and a wake-up of the worker thread, plus one socket write each way.
+  User space, counted with callgrind (`BENCH_WRAPPER=\"valgrind --tool=callgrind\"`, two runs
+  500 mounts apart): about 300,000 instructions per warm one-object mount, of which the Vault
+  fetch is about 129,000 (the HTTP read through reqwest and hyper about 50,000; SHA-256 of the
+  pod's token for the login cache key about 47,000, because valgrind runs the software
+  SHA-256: a CPU with SHA extensions does it in a few thousand), parsing the request and the
+  token's claims about 53,000, and tonic/h2 around them most of the rest.
 - **Mount against the direct read**: the floor is one keep-alive HTTP/1.1 GET by a client that
   does nothing else; a mount adds a gRPC round trip over the Unix socket, request parsing,
-  the read, and the response. At p50 that is about 0.3-0.4 ms on this machine; the ratio
-  depends on how fast the floor is. Runs on a loaded machine (other builds or fuzzers on one
-  of the two cores) move both numbers.
+  the read, and the response. Both are measured in alternating rounds, so a change of the
+  machine's speed during the run moves both alike; the ratio still depends on how fast the
+  floor is, and runs on a loaded machine move both numbers.
+- **One worker thread** (`--worker-threads`, default 1): with two, every mount woke the idle
+  worker (futex calls, context switches) and cost more CPU and fewer mounts/s on two cores.
 - **Throughput** is bounded by the two cores shared by coffer, OpenBao and the load generator.
 ";
 

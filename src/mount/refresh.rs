@@ -104,6 +104,23 @@ struct State {
     bytes: usize,
 }
 
+impl State {
+    /// Drops the entries whose interval has passed at `now`; returns how many.
+    fn drop_expired(&mut self, now: Instant) -> usize {
+        let before = self.entries.len();
+        let mut freed = 0;
+        self.entries.retain(|_, e| {
+            let keep = e.until > now;
+            if !keep {
+                freed += e.bytes;
+            }
+            keep
+        });
+        self.bytes -= freed;
+        before - self.entries.len()
+    }
+}
+
 /// The last responses, per [`Key`].
 pub struct Responses {
     state: Mutex<State>,
@@ -145,19 +162,7 @@ impl Responses {
 
     /// Drops the responses whose interval has passed; returns how many.
     pub fn sweep(&self) -> usize {
-        let now = Instant::now();
-        let mut state = self.lock();
-        let before = state.entries.len();
-        let mut freed = 0;
-        state.entries.retain(|_, e| {
-            let keep = e.until > now;
-            if !keep {
-                freed += e.bytes;
-            }
-            keep
-        });
-        state.bytes -= freed;
-        before - state.entries.len()
+        self.lock().drop_expired(Instant::now())
     }
 
     /// Keeps `response` under `key` for `interval` (a zero interval keeps
@@ -180,15 +185,7 @@ impl Responses {
             state.bytes -= old.bytes;
         }
         if state.entries.len() >= self.max_entries || state.bytes + bytes > self.max_bytes {
-            let mut freed = 0;
-            state.entries.retain(|_, e| {
-                let keep = e.until > now;
-                if !keep {
-                    freed += e.bytes;
-                }
-                keep
-            });
-            state.bytes -= freed;
+            state.drop_expired(now);
         }
         while state.entries.len() >= self.max_entries || state.bytes + bytes > self.max_bytes {
             let Some(first) = state
