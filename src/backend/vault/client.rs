@@ -338,9 +338,10 @@ impl VaultToken {
     /// server's answer), which vaultrs' own client would panic on.
     pub fn new(token: &Token) -> Result<Self, String> {
         let bytes = zeroize::Zeroizing::new(token.expose().as_bytes().to_vec());
-        let mut header =
-            http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Zeroed(bytes)))
-                .map_err(|_| "Vault returned a token that is not a valid header value".to_owned())?;
+        let mut header = http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(Zeroed(
+            bytes,
+        )))
+        .map_err(|_| "Vault returned a token that is not a valid header value".to_owned())?;
         header.set_sensitive(true);
         Ok(Self(header))
     }
