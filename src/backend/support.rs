@@ -146,6 +146,25 @@ pub fn status_retryable(status: u16) -> bool {
 
 type Slot<V> = Arc<tokio::sync::Mutex<Option<(V, Instant)>>>;
 
+/// The distinct items of `items` in first-use order, and for each item the
+/// position of its equal in that list: what a mount's objects that name the
+/// same secret share (one request for all of them).
+pub fn distinct<T: PartialEq>(items: impl IntoIterator<Item = T>) -> (Vec<T>, Vec<usize>) {
+    let mut unique: Vec<T> = Vec::new();
+    let mut index_of = Vec::new();
+    for item in items {
+        let k = match unique.iter().position(|u| *u == item) {
+            Some(k) => k,
+            None => {
+                unique.push(item);
+                unique.len() - 1
+            }
+        };
+        index_of.push(k);
+    }
+    (unique, index_of)
+}
+
 /// Values kept until their own deadline, at most `capacity` keys; the
 /// first caller of a missing key fills it while concurrent callers of the
 /// same key wait for that one result. A capacity of 0 keeps nothing.
@@ -346,6 +365,15 @@ mod tests {
         assert_eq!(cache.get(&"k"), Some(2));
         cache.forget_if(&"k", |v| *v == 2).await;
         assert_eq!(cache.get(&"k"), None);
+    }
+
+    #[test]
+    fn distinct_keeps_first_use_order_and_points_each_item_at_its_equal() {
+        assert_eq!(
+            distinct(["b", "a", "b", "c", "a"]),
+            (vec!["b", "a", "c"], vec![0, 1, 0, 2, 1])
+        );
+        assert_eq!(distinct(Vec::<u8>::new()), (vec![], vec![]));
     }
 
     #[tokio::test]

@@ -18,6 +18,7 @@ use super::held::{Held, Holder, Request, mounted_version};
 use super::params::{Kind, Spc};
 use super::{Inner, Value};
 use crate::backend::ErrorKind;
+use crate::backend::support::distinct;
 use crate::secret::SecretBytes;
 
 /// Each version ID of a secret and its staging labels.
@@ -57,24 +58,15 @@ impl Inner {
             deadline,
         } = *scope;
         // Each distinct (secret, version, label) once.
-        let mut requests: Vec<Request> = Vec::new();
-        let mut of_object = Vec::with_capacity(indices.len());
-        for &i in indices {
+        let (requests, index_of): (Vec<Request>, _) = distinct(indices.iter().map(|&i| {
             let (name, version, label) = spc.objects[i].request(failover);
-            let r = (
+            (
                 name.to_owned(),
                 version.map(str::to_owned),
                 label.map(str::to_owned),
-            );
-            let k = match requests.iter().position(|x| *x == r) {
-                Some(k) => k,
-                None => {
-                    requests.push(r);
-                    requests.len() - 1
-                }
-            };
-            of_object.push((i, k));
-        }
+            )
+        }));
+        let of_object: Vec<(usize, usize)> = indices.iter().copied().zip(index_of).collect();
         let prior = self
             .held
             .lookup(&reader.holder, &reader.credentials, &requests);

@@ -30,7 +30,7 @@ use self::dynamic::{ResponseKey, Responses};
 pub use self::error::Error;
 use self::login::{LoginKey, Logins};
 use self::params::{Connection, Defaults, Dialect, Spc};
-use super::support::timed;
+use super::support::{distinct, timed};
 use super::{Backend, BackendError, ErrorKind, Fetch, FetchContext, Fetched, Plan, PlannedFile};
 use crate::metrics::Metrics;
 use crate::request::Parameters;
@@ -131,25 +131,25 @@ impl Backend for VaultBackend {
             })
             .collect();
         // Distinct requests, in first-use order, each prepared once for
-        // every mount of the class; each object points at one.
-        let mut reads: Vec<(Read, String)> = Vec::new();
-        let mut index_of: Vec<usize> = Vec::with_capacity(spc.objects.len());
-        for object in &spc.objects {
-            let request = Request::of(object);
-            let idx = match reads.iter().position(|(r, _)| *r.request == request) {
-                Some(i) => i,
-                None => {
-                    let read = Read::new(&spc.connection.address, request).map_err(|reason| {
-                        Error::Object {
-                            object: object.name.clone(),
-                            reason: format!("{:?} cannot be requested: {reason}", object.path),
-                        }
-                    })?;
-                    reads.push((read, object.name.clone()));
-                    reads.len() - 1
-                }
+        // every mount of the class (named by the first object that needs
+        // it); each object points at one.
+        let (requests, index_of) = distinct(spc.objects.iter().map(Request::of));
+        let mut reads: Vec<(Read, String)> = Vec::with_capacity(requests.len());
+        let mut requests = requests.into_iter();
+        for (object, &k) in spc.objects.iter().zip(&index_of) {
+            // In first-use order, a request is new exactly when its index is the next one.
+            if k < reads.len() {
+                continue;
+            }
+            let Some(request) = requests.next() else {
+                break;
             };
-            index_of.push(idx);
+            let read =
+                Read::new(&spc.connection.address, request).map_err(|reason| Error::Object {
+                    object: object.name.clone(),
+                    reason: format!("{:?} cannot be requested: {reason}", object.path),
+                })?;
+            reads.push((read, object.name.clone()));
         }
         Ok(Plan {
             files,
