@@ -1,14 +1,12 @@
 //! A tiny HTTP/1.1 server on 127.0.0.1 for stand-ins the tests need: a
 //! Kubernetes API that serves a ServiceAccount and a Node, an EKS Pod
-//! Identity agent. Each request is answered by a handler and recorded;
-//! every connection is closed after one response. Stops on drop.
+//! Identity agent. Each request is answered by a handler and recorded
+//! (by the [`RawServer`] underneath); every connection is closed after one
+//! response. Stops on drop.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::io::Write;
+
+use super::raw::RawServer;
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -31,41 +29,31 @@ impl Request {
 
 /// (status, content type, body)
 pub type Reply = (u16, &'static str, Vec<u8>);
-type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
 
+/// A [`RawServer`] that answers each request with its handler's [`Reply`]
+/// and closes the connection.
 pub struct Stub {
     /// `http://127.0.0.1:PORT`
     pub addr: String,
-    requests: Arc<Mutex<Vec<Request>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-    port: u16,
+    server: RawServer,
 }
 
 impl Stub {
     pub fn start(handler: impl Fn(&Request) -> Reply + Send + Sync + 'static) -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        let (reqs, stopping) = (requests.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopping.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(conn) = conn else { continue };
-                let (reqs, handler) = (reqs.clone(), handler.clone());
-                std::thread::spawn(move || serve(conn, &reqs, &*handler));
-            }
+        let server = RawServer::start(move |req, conn| {
+            let (status, content_type, body) = handler(req);
+            let head = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                if status < 400 { "OK" } else { "Error" },
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes());
+            let _ = conn.write_all(&body);
+            false
         });
         Stub {
-            addr: format!("http://127.0.0.1:{port}"),
-            requests,
-            stop,
-            thread: Some(thread),
-            port,
+            addr: server.addr.clone(),
+            server,
         }
     }
 
@@ -76,79 +64,13 @@ impl Stub {
 
     /// Every request so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.requests.lock().unwrap().clone()
+        self.server.requests()
     }
 
     /// How many requests had this path.
     pub fn count(&self, path: &str) -> usize {
         self.requests().iter().filter(|r| r.path == path).count()
     }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop.
-        let _ = TcpStream::connect(("127.0.0.1", self.port));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn serve(conn: TcpStream, requests: &Mutex<Vec<Request>>, handler: &Handler) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut reader = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
-        Err(_) => return,
-    });
-    let mut line = String::new();
-    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_owned();
-    let path = parts.next().unwrap_or("").to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 {
-            break;
-        }
-        let h = h.trim_end();
-        if h.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-        }
-    }
-    let len = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .and_then(|(_, v)| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    if len > 0 && reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    let req = Request {
-        method,
-        path,
-        headers,
-        body,
-    };
-    let (status, content_type, body) = handler(&req);
-    requests.lock().unwrap().push(req);
-    let mut conn = conn;
-    let head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        if status < 400 { "OK" } else { "Error" },
-        body.len()
-    );
-    let _ = conn.write_all(head.as_bytes());
-    let _ = conn.write_all(&body);
-    let _ = conn.flush();
 }
 
 /// (namespace, name, annotations) of a ServiceAccount.
