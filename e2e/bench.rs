@@ -190,20 +190,34 @@ async fn connect(socket: &Path) -> Result<CsiDriverProviderClient<Channel>> {
 }
 
 fn request(addr: &str, objects: &str, pod: &str, uid: &str, token: &str) -> MountRequest {
-    let mut parameters = BTreeMap::new();
-    for (k, v) in [
+    let params = [
         ("roleName", "app"),
         ("vaultAddress", addr),
         ("vaultAuthMountPath", "jwt"),
         ("objects", objects),
-    ] {
-        parameters.insert(k.to_owned(), v.to_owned());
-    }
+    ];
+    mount_request("vault", "bench", &params, pod, uid, ("vault", token))
+}
+
+/// The driver's request for a pod of namespace [`NS`] and ServiceAccount
+/// [`SA`] mounting the class `class` (`provider`, `params`), with one token
+/// (audience, token).
+fn mount_request(
+    provider: &str,
+    class: &str,
+    params: &[(&str, &str)],
+    pod: &str,
+    uid: &str,
+    (audience, token): (&str, &str),
+) -> MountRequest {
     let spc = SecretProviderClass {
-        name: "bench".into(),
+        name: class.into(),
         namespace: Some(NS.into()),
-        provider: "vault".into(),
-        parameters,
+        provider: provider.into(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect::<BTreeMap<_, _>>(),
     };
     let pod = PodIdentity {
         name: pod.into(),
@@ -216,7 +230,7 @@ fn request(addr: &str, objects: &str, pod: &str, uid: &str, token: &str) -> Moun
         &[],
         &pod,
         Some(&standin::tokens_json(&[(
-            "vault".into(),
+            audience.into(),
             Token::new(token.to_owned()),
         )])),
     );

@@ -15,13 +15,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{
-    Killed, NS, Result, SA, Vault, connect, env_u64, free_port, metric, mint, mint_for, request,
-    start_coffer_with, tool, uid,
+    Killed, Result, Vault, connect, env_u64, free_port, metric, mint, mint_for, mount_request,
+    request, start_coffer_with, tool, uid,
 };
 use coffer::grpc::MountRequest;
-use coffer::secret::Token;
-use coffer::spc::SecretProviderClass;
-use coffer::standin::{self, PodIdentity};
 
 /// Per account and region (Secrets Manager and SSM service quotas).
 const QUOTAS: [(&str, f64); 4] = [
@@ -209,42 +206,19 @@ impl Moto {
 }
 
 fn aws_request(objects: &str, pod: usize, token: &str) -> MountRequest {
-    let mut parameters = BTreeMap::new();
-    for (k, v) in [
+    let params = [
         ("region", "us-west-2"),
         ("roleArn", "arn:aws:iam::123456789012:role/bench"),
         ("objects", objects),
-    ] {
-        parameters.insert(k.to_owned(), v.to_owned());
-    }
-    let spc = SecretProviderClass {
-        name: "bench-aws".into(),
-        namespace: Some(NS.into()),
-        provider: "aws".into(),
-        parameters,
-    };
-    let pod = PodIdentity {
-        name: format!("aws-{pod}"),
-        namespace: NS.into(),
-        uid: uid(50_000 + pod),
-        service_account: SA.into(),
-    };
-    let attributes = standin::attributes(
-        &spc,
-        &[],
-        &pod,
-        Some(&standin::tokens_json(&[(
-            "sts.amazonaws.com".into(),
-            Token::new(token.to_owned()),
-        )])),
-    );
-    MountRequest {
-        attributes,
-        secrets: "null".into(),
-        target_path: "/t".into(),
-        permission: "420".into(),
-        current_object_version: vec![],
-    }
+    ];
+    mount_request(
+        "aws",
+        "bench-aws",
+        &params,
+        &format!("aws-{pod}"),
+        &uid(50_000 + pod),
+        ("sts.amazonaws.com", token),
+    )
 }
 
 /// Mounts every request once, 16 at a time; fails on the first error.
