@@ -151,17 +151,22 @@ impl Backend for VaultBackend {
                 })?;
             reads.push((read, object.name.clone()));
         }
+        let Spc {
+            connection,
+            objects,
+            warnings,
+        } = spc;
         Ok(Plan {
             files,
-            audience: spc.connection.audience.clone(),
-            warnings: spc.warnings.clone(),
+            audience: connection.audience.clone(),
+            warnings,
             fetch: Box::new(VaultFetch {
                 inner: self.inner.clone(),
-                connection: Arc::new(spc.connection.clone()),
+                connection: Arc::new(connection),
                 client: tokio::sync::OnceCell::new(),
+                objects,
                 reads,
                 index_of,
-                spc,
             }),
         })
     }
@@ -169,8 +174,8 @@ impl Backend for VaultBackend {
 
 struct VaultFetch {
     inner: Arc<Inner>,
-    spc: Spc,
     connection: Arc<Connection>,
+    objects: Vec<params::Object>,
     /// The connection's client, taken from the pool on first use.
     client: tokio::sync::OnceCell<Arc<VaultHttp>>,
     /// Distinct reads and the first object that needs each.
@@ -233,8 +238,8 @@ impl Fetch for VaultFetch {
         }
         // Per object, in plan order: the first failure fails the mount,
         // except NotFound on an optional object, which leaves it out.
-        let mut out = Vec::with_capacity(self.spc.objects.len());
-        for (object, &idx) in self.spc.objects.iter().zip(&self.index_of) {
+        let mut out = Vec::with_capacity(self.objects.len());
+        for (object, &idx) in self.objects.iter().zip(&self.index_of) {
             let response = match &results[idx] {
                 Ok(v) => v,
                 Err(e) if object.optional && e.kind() == ErrorKind::NotFound => {
