@@ -341,6 +341,18 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_one_and_stay_in_range() {
+        assert_eq!(serve(&[]).unwrap().worker_threads, 1);
+        assert_eq!(serve(&["--worker-threads=4"]).unwrap().worker_threads, 4);
+        for bad in ["0", "257", "-1", "two"] {
+            assert!(
+                serve(&["--worker-threads", bad]).is_err(),
+                "--worker-threads {bad}"
+            );
+        }
+    }
+
+    #[test]
     fn a_repeated_flag_takes_its_last_value() {
         let args = serve(&[
             "--log-level=debug",

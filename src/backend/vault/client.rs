@@ -567,7 +567,8 @@ mod tests {
             vec![("version".into(), "2".into())],
             vec![("a b".into(), "c&d=é".into()), ("x".into(), String::new())],
         ];
-        let mut compared = 0;
+        let mut built = 0;
+        let mut cases = 0;
         for address in addresses {
             for path in paths {
                 for q in &queries {
@@ -580,11 +581,13 @@ mod tests {
                     let ours = url(address, &request).map(|u| u.to_string()).ok();
                     let theirs = through_vaultrs(address, &request);
                     assert_eq!(ours, theirs, "{address} {path:?} {q:?}");
-                    compared += usize::from(ours.is_some());
+                    built += usize::from(ours.is_some());
+                    cases += 1;
                 }
             }
         }
-        assert!(compared > 150, "only {compared} URLs could be built");
+        // Every one of them is a URL both build (none is an error on either side).
+        assert_eq!(built, cases);
     }
 
     #[test]
