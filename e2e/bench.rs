@@ -31,6 +31,9 @@ use tonic::transport::Channel;
 // The /metrics reader the tests use (std only), so both count alike.
 #[path = "../tests/support/metrics.rs"]
 mod metrics;
+// How moto's recording names each request, as the tests name it.
+#[path = "../tests/support/moto_api.rs"]
+mod moto_api;
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

@@ -177,26 +177,7 @@ impl Moto {
             let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
                 continue;
             };
-            let target = entry["headers"].as_object().and_then(|h| {
-                h.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-                    .and_then(|(_, v)| v.as_str().map(str::to_owned))
-            });
-            let api = target.or_else(|| {
-                use base64::Engine as _;
-                let raw = entry["body"].as_str().unwrap_or("");
-                let body = if entry["body_encoded"] == true {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(raw)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default()
-                } else {
-                    raw.to_owned()
-                };
-                body.split('&')
-                    .find_map(|kv| kv.strip_prefix("Action="))
-                    .map(|a| format!("sts.{a}"))
-            });
+            let api = super::moto_api::api_of(&entry);
             if let Some(api) = api {
                 *out.entry(api).or_insert(0.0) += 1.0;
             }

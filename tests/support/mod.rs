@@ -24,6 +24,7 @@ pub mod http;
 pub mod jwt;
 pub mod metrics;
 pub mod moto;
+pub mod moto_api;
 pub mod mount;
 pub mod proc;
 pub mod proxy;

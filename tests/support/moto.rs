@@ -116,26 +116,7 @@ impl Moto {
             .filter(|l| !l.trim().is_empty())
             .map(|line| {
                 let entry: Value = serde_json::from_str(line).expect("moto recording line");
-                let target = entry["headers"].as_object().and_then(|h| {
-                    h.iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("x-amz-target"))
-                        .and_then(|(_, v)| v.as_str())
-                });
-                if let Some(t) = target {
-                    return t.to_owned();
-                }
-                let raw = entry["body"].as_str().unwrap_or("");
-                let body = if entry["body_encoded"] == true {
-                    base64::engine::general_purpose::STANDARD
-                        .decode(raw)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default()
-                } else {
-                    raw.to_owned()
-                };
-                body.split('&')
-                    .find_map(|kv| kv.strip_prefix("Action="))
-                    .map(|a| format!("sts.{a}"))
+                super::moto_api::api_of(&entry)
                     .unwrap_or_else(|| format!("{} {}", entry["method"], entry["url"]))
             })
             .collect()
