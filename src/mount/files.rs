@@ -389,8 +389,15 @@ mod tests {
         assert!(e.files.iter().all(|f| !f.all_keys));
         assert_eq!(e.groups, [("db".to_owned(), 1..3)]);
         check_files(&e.files).unwrap();
+        let resp = assemble_expanded(e);
+        assert_eq!(resp.files.len(), 3);
+        assert_eq!(resp.object_version.len(), 3);
+    }
+
+    /// Assembles what `expand` gave, with a fixed key and mode 0644.
+    fn assemble_expanded(e: Expanded) -> grpc::MountResponse {
         let v = Versioner::from_key(b"0123456789abcdef".to_vec());
-        let resp = assemble(
+        assemble(
             &e.files,
             e.contents,
             &e.versions,
@@ -399,9 +406,7 @@ mod tests {
             &v,
             MAX_RESPONSE_BYTES,
         )
-        .unwrap();
-        assert_eq!(resp.files.len(), 3);
-        assert_eq!(resp.object_version.len(), 3);
+        .unwrap()
     }
 
     #[test]
@@ -478,17 +483,7 @@ mod tests {
                 ("none".to_owned(), NO_KEYS)
             ]
         );
-        let v = Versioner::from_key(b"0123456789abcdef".to_vec());
-        let resp = assemble(
-            &e.files,
-            e.contents,
-            &e.versions,
-            &e.markers,
-            0o644,
-            &v,
-            MAX_RESPONSE_BYTES,
-        )
-        .unwrap();
+        let resp = assemble_expanded(e);
         let ids: Vec<(&str, &str)> = resp
             .object_version
             .iter()
