@@ -61,6 +61,16 @@ fn params(bao: &Bao, objects: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
+/// A mount of `objects` through the `vault` socket with the vault audience's token.
+async fn vault_mount(
+    coffer: &Coffer,
+    bao: &Bao,
+    objects: &str,
+    token: &str,
+) -> Result<Mounted, tonic::Status> {
+    mount_on(coffer, "vault", params(bao, objects), "vault", token).await
+}
+
 /// The pod's token for `audience`, minted once per audience.
 fn token(audience: &str) -> String {
     jwt::sa_token(NS, SA, POD, POD_UID, audience, 3600)
@@ -242,16 +252,10 @@ async fn all_keys_that_are_not_file_names_fail_the_mount_naming_the_key() {
     }
     // A key colliding with another object's file after expansion.
     let objects = "- {objectName: db/username, secretPath: secret/data/app/db, secretKey: port}\n- {objectName: db, secretPath: secret/data/app/db, allKeys: true}\n";
-    let err = mount_on(
-        &coffer,
-        "vault",
-        params(&bao, objects),
-        "vault",
-        &vault_token,
-    )
-    .await
-    .err()
-    .expect("mount must fail");
+    let err = vault_mount(&coffer, &bao, objects, &vault_token)
+        .await
+        .err()
+        .expect("mount must fail");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(
         err.message()
@@ -274,15 +278,9 @@ async fn optional_vault_objects_are_left_out_only_when_they_do_not_exist() {
 - {objectName: no-key, secretPath: secret/data/app/db, secretKey: nope, optional: true}
 - {objectName: gone, secretPath: secret/data/app/gone, allKeys: true, optional: true}
 "#;
-    let m = mount_on(
-        &coffer,
-        "vault",
-        params(&bao, objects),
-        "vault",
-        &vault_token,
-    )
-    .await
-    .unwrap();
+    let m = vault_mount(&coffer, &bao, objects, &vault_token)
+        .await
+        .unwrap();
     let paths: Vec<&str> = m.files.keys().map(String::as_str).collect();
     assert_eq!(paths, ["user"]);
     for id in ["missing", "no-key", "gone"] {
@@ -303,16 +301,10 @@ async fn optional_vault_objects_are_left_out_only_when_they_do_not_exist() {
 
     // Everything that is not NotFound still fails the mount.
     let denied = "- {objectName: user, secretPath: secret/data/app/db, secretKey: username}\n- {objectName: other, secretPath: secret/data/other/x, secretKey: k, optional: true}\n";
-    let err = mount_on(
-        &coffer,
-        "vault",
-        params(&bao, denied),
-        "vault",
-        &vault_token,
-    )
-    .await
-    .err()
-    .expect("permission denied must fail");
+    let err = vault_mount(&coffer, &bao, denied, &vault_token)
+        .await
+        .err()
+        .expect("permission denied must fail");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
         err.message().contains("object \"other\""),
@@ -321,7 +313,7 @@ async fn optional_vault_objects_are_left_out_only_when_they_do_not_exist() {
     );
 
     let parse = "- {objectName: k, secretPath: secret/data/app/b64, secretKey: k, encoding: base64, optional: true}\n";
-    let err = mount_on(&coffer, "vault", params(&bao, parse), "vault", &vault_token)
+    let err = vault_mount(&coffer, &bao, parse, &vault_token)
         .await
         .err()
         .expect("a value that does not decode must fail");
