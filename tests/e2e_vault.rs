@@ -25,6 +25,12 @@ const API_KEY: &str = "ak-3f9d2c4b8e1a";
 /// OpenBao with jwt auth at `jwt/`, role `web` for shop/web, and two secrets.
 fn bao() -> Bao {
     let bao = Bao::start_with_jwt();
+    seed(&bao);
+    bao
+}
+
+/// Role `web` for shop/web at `jwt/` (jwt auth already enabled), and two secrets.
+fn seed(bao: &Bao) {
     bao.put_policy(
         "web",
         r#"path "secret/data/shop/*" { capabilities = ["read"] }"#,
@@ -35,7 +41,6 @@ fn bao() -> Bao {
         json!({"username": "shop", "password": DB_PASSWORD, "port": 5432}),
     );
     bao.kv_put("secret/data/shop/api", json!({"key": API_KEY}));
-    bao
 }
 
 fn objects() -> &'static str {
@@ -599,16 +604,7 @@ fn refresh_interval_answers_republishes_without_asking_openbao() {
     )
     .unwrap();
     bao.configure_jwt("jwt", &key);
-    bao.put_policy(
-        "web",
-        r#"path "secret/data/shop/*" { capabilities = ["read"] }"#,
-    );
-    bao.jwt_role("jwt", "web", &jwt::subject(NS, SA), "vault", &["web"]);
-    bao.kv_put(
-        "secret/data/shop/db",
-        json!({"username": "shop", "password": DB_PASSWORD, "port": 5432}),
-    );
-    bao.kv_put("secret/data/shop/api", json!({"key": API_KEY}));
+    seed(&bao);
     let coffer = Coffer::start(&["coffer"], &[]);
     let reads = || {
         (
