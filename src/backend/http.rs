@@ -14,6 +14,9 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "vault")]
+pub mod client;
+
 /// Limits of every backend request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
@@ -94,37 +97,6 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// True when a request failed because the connection it used was closed
-/// under it (the server closed an idle keep-alive connection just as the
-/// request went out): no answer came, and a new connection may well work.
-/// Not for connect errors (that connection was new) or timeouts.
-pub fn is_stale_connection(e: &reqwest::Error) -> bool {
-    if e.is_connect() || e.is_timeout() {
-        return false;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled())
-        {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

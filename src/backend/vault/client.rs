@@ -21,7 +21,7 @@ use vaultrs::error::ClientError;
 use super::error::Error;
 use super::params::{Connection, Method, Object};
 use super::tls;
-use crate::backend::http::{self as policy, BodyError};
+use crate::backend::http as policy;
 use crate::secret::Token;
 
 /// Most clients kept; past it the pool starts again.
@@ -86,11 +86,7 @@ pub struct VaultHttp {
     namespace: Option<String>,
     /// `X-Vault-Namespace`, built once.
     namespace_header: Option<http::HeaderValue>,
-    /// Keeps connections alive between requests.
-    pooled: reqwest::Client,
-    /// Keeps none: for the one retry after a pooled connection turned out closed.
-    fresh: reqwest::Client,
-    max_body: usize,
+    client: policy::client::Client,
 }
 
 impl VaultHttp {
@@ -100,12 +96,8 @@ impl VaultHttp {
         files: &tls::FilePolicy,
     ) -> Result<Self, String> {
         let config = tls::client_config(&conn.tls, files)?;
-        let build = |fresh: bool| {
-            policy::builder(http, fresh)
-                .tls_backend_preconfigured(config.clone())
-                .build()
-                .map_err(|e| e.to_string())
-        };
+        let target = http::Uri::try_from(conn.address.as_str())
+            .map_err(|e| format!("the address is not a valid URI: {e}"))?;
         let namespace_header = conn
             .namespace
             .as_deref()
@@ -116,75 +108,37 @@ impl VaultHttp {
             address: conn.address.clone(),
             namespace: conn.namespace.clone(),
             namespace_header,
-            pooled: build(false)?,
-            fresh: build(true)?,
-            max_body: http.max_body,
+            client: policy::client::Client::new(http, config, &target)?,
         })
     }
 }
 
-/// One request's way out: the pooled client, and whether a request that
-/// failed on a pooled connection the server had closed may be sent once
-/// more on a fresh one (logins and GETs: a PUT or POST may issue a
-/// credential, so it is not sent twice).
+/// `X-Vault-Request: true`, which Vault requires of requests that may
+/// come from a browser, sent on every request as the Vault client does.
+static VAULT_REQUEST: http::HeaderValue = http::HeaderValue::from_static("true");
+
+/// One request's way out for rustify (the login): the connection's
+/// client, and whether the request may be repeated on a fresh connection.
 struct Call<'a> {
     http: &'a VaultHttp,
     retry_stale: bool,
 }
 
-impl Call<'_> {
-    /// Sends what `build` makes on `client`; the status and the body (capped).
-    /// The error says whether the pooled connection had been closed.
-    async fn attempt(
-        &self,
-        client: &reqwest::Client,
-        build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
-        method: &http::Method,
-        url: &str,
-    ) -> Result<(http::StatusCode, Vec<u8>), (rustify::errors::ClientError, bool)> {
-        let request_error = |e: reqwest::Error| {
-            let stale = policy::is_stale_connection(&e);
-            (
-                rustify::errors::ClientError::RequestError {
-                    source: e.into(),
-                    url: url.to_owned(),
-                    method: method.to_string(),
-                },
-                stale,
-            )
-        };
-        let response = build(client).send().await.map_err(request_error)?;
-        let status = response.status();
-        let body = policy::read_capped(response, self.http.max_body)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge(big) => (
-                    rustify::errors::ClientError::ResponseError { source: big.into() },
-                    false,
-                ),
-                BodyError::Read(e) => request_error(e),
-            })?;
-        Ok((status, body))
-    }
-
-    /// [`Self::attempt`] on a pooled connection, and once more on a fresh
-    /// one if that connection turned out closed and the request may be repeated.
-    async fn run(
-        &self,
-        build: &(dyn Fn(&reqwest::Client) -> reqwest::RequestBuilder + Sync),
-        method: &http::Method,
-        url: &str,
-    ) -> Result<(http::StatusCode, Vec<u8>), rustify::errors::ClientError> {
-        match self.attempt(&self.http.pooled, build, method, url).await {
-            Ok(answer) => Ok(answer),
-            Err((_, true)) if self.retry_stale => {
-                tracing::debug!(vault = %self.http.address, "pooled connection was closed; retrying on a new one");
-                self.attempt(&self.http.fresh, build, method, url)
-                    .await
-                    .map_err(|(e, _)| e)
-            }
-            Err((e, _)) => Err(e),
+/// A transport failure as rustify reports it, the cause kept as the source.
+fn transport_error(
+    e: policy::client::Error,
+    method: &http::Method,
+    uri: &http::Uri,
+) -> rustify::errors::ClientError {
+    match e {
+        policy::client::Error::TooLarge(big) => {
+            rustify::errors::ClientError::ResponseError { source: big.into() }
         }
+        other => rustify::errors::ClientError::RequestError {
+            source: other.into(),
+            url: uri.to_string(),
+            method: method.to_string(),
+        },
     }
 }
 
@@ -198,14 +152,25 @@ impl rustify::client::Client for Call<'_> {
         &self,
         req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, rustify::errors::ClientError> {
-        let url = req.uri().to_string();
-        let build = |client: &reqwest::Client| {
-            client
-                .request(req.method().clone(), url.as_str())
-                .headers(req.headers().clone())
-                .body(req.body().clone())
+        let (parts, body) = req.into_parts();
+        let body = bytes::Bytes::from(body);
+        let headers: Vec<(http::HeaderName, &http::HeaderValue)> = parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), value))
+            .collect();
+        let request = policy::client::Request {
+            method: &parts.method,
+            uri: &parts.uri,
+            headers: &headers,
+            body: Some(&body),
         };
-        let (status, body) = self.run(&build, req.method(), &url).await?;
+        let (status, body) = self
+            .http
+            .client
+            .send(&request, self.retry_stale)
+            .await
+            .map_err(|e| transport_error(e, &parts.method, &parts.uri))?;
         http::Response::builder()
             .status(status)
             .body(body)
@@ -360,14 +325,15 @@ impl std::fmt::Debug for VaultToken {
 #[derive(Debug)]
 pub struct Read {
     pub request: Arc<Request>,
-    url: reqwest::Url,
+    uri: http::Uri,
     method: http::Method,
     body: Option<bytes::Bytes>,
 }
 
 impl Read {
     pub fn new(address: &str, request: Request) -> Result<Self, String> {
-        let url = url(address, &request)?;
+        let uri = http::Uri::try_from(url(address, &request)?.as_str())
+            .map_err(|e| format!("not a valid URI: {e}"))?;
         let method = match request.method {
             Method::Get => http::Method::GET,
             Method::Put => http::Method::PUT,
@@ -379,7 +345,7 @@ impl Read {
             .map(|b| bytes::Bytes::copy_from_slice(b.as_bytes()));
         Ok(Self {
             request: Arc::new(request),
-            url,
+            uri,
             method,
             body,
         })
@@ -417,27 +383,29 @@ pub async fn send(
     token: &VaultToken,
     read: &Read,
 ) -> Result<Value, ClientError> {
-    let call = Call {
-        http: client,
-        retry_stale: read.request.method == Method::Get,
+    let token_header = http::HeaderName::from_static("x-vault-token");
+    let mut headers = Vec::with_capacity(3);
+    headers.push((
+        http::HeaderName::from_static("x-vault-request"),
+        &VAULT_REQUEST,
+    ));
+    headers.push((token_header, &token.0));
+    if let Some(ns) = &client.namespace_header {
+        headers.push((http::HeaderName::from_static("x-vault-namespace"), ns));
+    }
+    let request = policy::client::Request {
+        method: &read.method,
+        uri: &read.uri,
+        headers: &headers,
+        body: read.body.as_ref(),
     };
-    let build = |http: &reqwest::Client| {
-        let mut builder = http
-            .request(read.method.clone(), read.url.clone())
-            .header("X-Vault-Request", http::HeaderValue::from_static("true"))
-            .header("X-Vault-Token", token.0.clone());
-        if let Some(ns) = &client.namespace_header {
-            builder = builder.header("X-Vault-Namespace", ns.clone());
-        }
-        if let Some(body) = &read.body {
-            builder = builder.body(body.clone());
-        }
-        builder
-    };
-    let (status, body) = call
-        .run(&build, &read.method, read.url.as_str())
+    let (status, body) = client
+        .client
+        .send(&request, read.request.method == Method::Get)
         .await
-        .map_err(|source| ClientError::RestClientError { source })?;
+        .map_err(|e| ClientError::RestClientError {
+            source: transport_error(e, &read.method, &read.uri),
+        })?;
     if !rustify::client::HTTP_SUCCESS_CODES.contains(&status.as_u16()) {
         return Err(api_error(
             rustify::errors::ClientError::ServerResponseError {

@@ -111,7 +111,7 @@ pub fn classify(e: &ClientError) -> (ErrorKind, String) {
             // A certificate problem is configuration: retrying will not help.
             return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));
         }
-        if let Some(re) = err.downcast_ref::<reqwest::Error>() {
+        if let Some(re) = err.downcast_ref::<crate::backend::http::client::Error>() {
             if let Some(tls) = find_source::<rustls::Error>(re) {
                 return (ErrorKind::FailedPrecondition, format!("TLS: {tls}"));
             }
