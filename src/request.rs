@@ -1,8 +1,10 @@
 //! `MountRequest` → typed values. Nothing past this module sees the raw
 //! strings the driver sent; nothing here ever puts a value into an error.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -61,9 +63,25 @@ impl Error {
     }
 }
 
-/// A parsed `MountRequest`.
+/// A parsed `MountRequest`: what a republish repeats byte for byte, parsed
+/// once and shared (see [`Memo`]), and the object versions it reports.
 #[derive(Debug)]
 pub struct MountRequest {
+    parsed: Arc<Parsed>,
+    pub current_versions: Vec<(String, String)>,
+}
+
+impl std::ops::Deref for MountRequest {
+    type Target = Parsed;
+
+    fn deref(&self) -> &Parsed {
+        &self.parsed
+    }
+}
+
+/// Everything of a `MountRequest` but the versions it reports.
+#[derive(Debug)]
+pub struct Parsed {
     pub pod: PodInfo,
     /// The SecretProviderClass name, when the driver passed it (v1.6 always does).
     pub spc: Option<String>,
@@ -73,7 +91,6 @@ pub struct MountRequest {
     pub secrets: NodePublishSecrets,
     /// The default mode for files that do not set one (`permission`).
     pub default_mode: u32,
-    pub current_versions: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +149,9 @@ pub struct ServiceAccountTokens(BTreeMap<String, ServiceAccountToken>);
 pub struct ServiceAccountToken {
     pub token: Token,
     pub expiration: Option<OffsetDateTime>,
+    /// The token's claims, decoded on first use (a republish reuses them
+    /// with the parsed request), or why it is not a JWT.
+    claims: std::sync::OnceLock<Result<TokenClaims, String>>,
 }
 
 /// What coffer reads from a token (the backend verifies the signature).
@@ -161,7 +181,14 @@ impl ServiceAccountTokens {
                 shown.join(", ")
             },
         })?;
-        let claims = decode_claims(audience, &entry.token)?;
+        let claims = entry
+            .claims
+            .get_or_init(|| decode_claims(&entry.token))
+            .clone()
+            .map_err(|reason| Error::NotAJwt {
+                audience: audience.to_owned(),
+                reason,
+            })?;
         let expires = claims.expires.or(entry.expiration);
         if let Some(expires) = expires
             && expires <= OffsetDateTime::now_utc()
@@ -177,16 +204,13 @@ impl ServiceAccountTokens {
     }
 }
 
-fn decode_claims(audience: &str, token: &Token) -> Result<TokenClaims, Error> {
+fn decode_claims(token: &Token) -> Result<TokenClaims, String> {
     #[derive(Deserialize)]
     struct Claims {
         sub: Option<String>,
         exp: Option<i64>,
     }
-    let claims: Claims = unverified_claims(token.expose()).map_err(|reason| Error::NotAJwt {
-        audience: audience.to_owned(),
-        reason,
-    })?;
+    let claims: Claims = unverified_claims(token.expose())?;
     Ok(TokenClaims {
         subject: claims.sub,
         expires: claims
@@ -269,6 +293,20 @@ impl fmt::Debug for NodePublishSecrets {
 
 /// Parses a `MountRequest` as the driver sends it.
 pub fn parse(req: &grpc::MountRequest) -> Result<MountRequest, Error> {
+    Ok(MountRequest {
+        parsed: Arc::new(parse_shared(req)?),
+        current_versions: current_versions(req),
+    })
+}
+
+fn current_versions(req: &grpc::MountRequest) -> Vec<(String, String)> {
+    req.current_object_version
+        .iter()
+        .map(|v| (v.id.clone(), v.version.clone()))
+        .collect()
+}
+
+fn parse_shared(req: &grpc::MountRequest) -> Result<Parsed, Error> {
     let mut attributes: BTreeMap<String, String> =
         serde_json::from_str(&req.attributes).map_err(|e| Error::Attributes(json_reason(&e)))?;
 
@@ -304,19 +342,124 @@ pub fn parse(req: &grpc::MountRequest) -> Result<MountRequest, Error> {
     // Other csi.storage.k8s.io keys (future kubelet additions) are not parameters.
     attributes.retain(|k, _| !k.starts_with("csi.storage.k8s.io/"));
 
-    Ok(MountRequest {
+    Ok(Parsed {
         pod,
         spc,
         params: Parameters(attributes),
         tokens,
         secrets: NodePublishSecrets(secrets),
         default_mode: parse_permission(&req.permission)?,
-        current_versions: req
-            .current_object_version
-            .iter()
-            .map(|v| (v.id.clone(), v.version.clone()))
-            .collect(),
     })
+}
+
+/// Parsed requests by their exact bytes. kubelet republishes every volume
+/// every minute or two with the same attributes (the same token until it
+/// rotates it), and parsing them — two JSON documents, the token's claims,
+/// its SHA-256 for the caches — is a good part of a warm mount's CPU. A
+/// request whose `attributes`, `secrets` and `permission` equal a kept
+/// one's, byte for byte, gets the same parse; anything else is parsed.
+///
+/// What is kept holds the pods' tokens (as the login cache holds the
+/// Vault tokens they bought): at most [`MEMO_ENTRIES`] requests of at most
+/// [`MEMO_REQUEST_BYTES`] each, each for at most [`MEMO_TTL`] after it was
+/// parsed (the sweep drops it then), zeroed when dropped, never printed.
+#[derive(Default)]
+pub struct Memo {
+    entries: Mutex<HashMap<Kept, Entry>>,
+}
+
+/// Most requests kept; when full, the memo starts again.
+pub const MEMO_ENTRIES: usize = 1024;
+/// Requests larger than this (attributes and secrets) are parsed each time.
+pub const MEMO_REQUEST_BYTES: usize = 16 * 1024;
+/// How long a parse is reused.
+pub const MEMO_TTL: Duration = Duration::from_secs(10 * 60);
+
+/// The attributes of a kept request: zeroed on drop, not printable.
+#[derive(PartialEq, Eq)]
+struct Kept(zeroize::Zeroizing<String>);
+
+/// As `str` hashes, so a lookup by `&str` finds it.
+impl std::hash::Hash for Kept {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<str> for Kept {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+struct Entry {
+    secrets: zeroize::Zeroizing<String>,
+    permission: String,
+    parsed: Arc<Parsed>,
+    until: Instant,
+}
+
+impl Memo {
+    /// [`parse`], reusing the parse of an identical request.
+    pub fn parse(&self, req: &grpc::MountRequest) -> Result<MountRequest, Error> {
+        let current_versions = current_versions(req);
+        let kept = req.attributes.len().saturating_add(req.secrets.len()) <= MEMO_REQUEST_BYTES;
+        if kept && let Some(parsed) = self.get(req) {
+            return Ok(MountRequest {
+                parsed,
+                current_versions,
+            });
+        }
+        let parsed = Arc::new(parse_shared(req)?);
+        if kept {
+            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if entries.len() >= MEMO_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(
+                Kept(zeroize::Zeroizing::new(req.attributes.clone())),
+                Entry {
+                    secrets: zeroize::Zeroizing::new(req.secrets.clone()),
+                    permission: req.permission.clone(),
+                    parsed: parsed.clone(),
+                    until: Instant::now() + MEMO_TTL,
+                },
+            );
+        }
+        Ok(MountRequest {
+            parsed,
+            current_versions,
+        })
+    }
+
+    fn get(&self, req: &grpc::MountRequest) -> Option<Arc<Parsed>> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = entries.get(req.attributes.as_str())?;
+        (*entry.secrets == req.secrets
+            && entry.permission == req.permission
+            && entry.until > Instant::now())
+        .then(|| entry.parsed.clone())
+    }
+
+    /// Drops the parses past [`MEMO_TTL`]; how many went.
+    pub fn sweep(&self) -> usize {
+        self.sweep_at(Instant::now())
+    }
+
+    fn sweep_at(&self, now: Instant) -> usize {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let before = entries.len();
+        entries.retain(|_, e| e.until > now);
+        before - entries.len()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn parse_secrets(raw: &str) -> Result<BTreeMap<String, Token>, Error> {
@@ -363,6 +506,7 @@ fn parse_tokens(raw: &str) -> Result<ServiceAccountTokens, Error> {
             ServiceAccountToken {
                 token: Token::new(entry.token),
                 expiration,
+                claims: std::sync::OnceLock::new(),
             },
         );
     }
@@ -481,6 +625,87 @@ mod tests {
             permission: "420".into(),
             current_object_version: vec![],
         }
+    }
+
+    fn with_token(sub: &str) -> grpc::MountRequest {
+        let token = jwt(serde_json::json!({"sub": sub, "exp": 4_102_444_800i64}));
+        let tokens = serde_json::json!({"vault": {"token": token}}).to_string();
+        request(attributes(&[(keys::TOKENS, &tokens)]))
+    }
+
+    #[test]
+    fn an_identical_request_reuses_the_parse_and_any_other_byte_parses_anew() {
+        let memo = Memo::default();
+        let req = with_token("system:serviceaccount:default:web");
+        let first = memo.parse(&req).unwrap();
+        let again = memo.parse(&req).unwrap();
+        assert!(Arc::ptr_eq(&first.parsed, &again.parsed));
+        // The token's digest and claims are computed once for both.
+        let (token, _) = first.tokens.for_audience("vault").unwrap();
+        let (same, claims) = again.tokens.for_audience("vault").unwrap();
+        assert_eq!(token.digest(), same.digest());
+        assert_eq!(
+            claims.subject.as_deref(),
+            Some("system:serviceaccount:default:web")
+        );
+
+        let other_token = with_token("system:serviceaccount:default:other");
+        let mut other_secrets = req.clone();
+        other_secrets.secrets = r#"{"k":"v"}"#.into();
+        let mut other_mode = req.clone();
+        other_mode.permission = "256".into();
+        for other in [other_token, other_secrets, other_mode] {
+            let parsed = memo.parse(&other).unwrap();
+            assert!(!Arc::ptr_eq(&first.parsed, &parsed.parsed));
+        }
+        let other = memo
+            .parse(&with_token("system:serviceaccount:default:other"))
+            .unwrap();
+        let (_, claims) = other.tokens.for_audience("vault").unwrap();
+        assert_eq!(
+            claims.subject.as_deref(),
+            Some("system:serviceaccount:default:other")
+        );
+        // The versions a request reports are its own, never the kept ones.
+        // (One parse is kept per attributes: the last one.)
+        let first = memo.parse(&req).unwrap();
+        let mut versioned = req.clone();
+        versioned.current_object_version = vec![grpc::ObjectVersion {
+            id: "a".into(),
+            version: "1".into(),
+        }];
+        let parsed = memo.parse(&versioned).unwrap();
+        assert!(Arc::ptr_eq(&first.parsed, &parsed.parsed));
+        assert_eq!(parsed.current_versions, vec![("a".into(), "1".into())]);
+        assert!(first.current_versions.is_empty());
+    }
+
+    #[test]
+    fn the_memo_is_bounded_in_size_count_and_time_and_keeps_no_failure() {
+        let memo = Memo::default();
+        let big = request(attributes(&[("objects", &"x".repeat(MEMO_REQUEST_BYTES))]));
+        memo.parse(&big).unwrap();
+        assert!(memo.is_empty(), "a request over the size bound was kept");
+
+        let bad = request("{not json".into());
+        assert!(memo.parse(&bad).is_err());
+        assert!(memo.parse(&bad).is_err());
+        assert!(memo.is_empty());
+
+        for i in 0..MEMO_ENTRIES + 10 {
+            memo.parse(&request(attributes(&[("n", &i.to_string())])))
+                .unwrap();
+        }
+        assert!(memo.len() <= MEMO_ENTRIES, "{}", memo.len());
+        assert!(!memo.is_empty());
+
+        assert_eq!(memo.sweep(), 0);
+        let kept = memo.len();
+        assert_eq!(
+            memo.sweep_at(Instant::now() + MEMO_TTL + Duration::from_secs(1)),
+            kept
+        );
+        assert!(memo.is_empty());
     }
 
     #[test]

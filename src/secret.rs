@@ -48,15 +48,23 @@ impl fmt::Debug for SecretBytes {
 
 /// A bearer credential: a pod's ServiceAccount token, a Vault token.
 #[derive(Clone)]
-pub struct Token(SecretString);
+pub struct Token {
+    value: SecretString,
+    /// Its SHA-256, computed on first use: a republish's parsed request
+    /// (shared, see `request::Memo`) hashes its token once.
+    digest: std::sync::OnceLock<[u8; 32]>,
+}
 
 impl Token {
     pub fn new(value: String) -> Self {
-        Self(SecretString::from(value))
+        Self {
+            value: SecretString::from(value),
+            digest: std::sync::OnceLock::new(),
+        }
     }
 
     pub fn expose(&self) -> &str {
-        self.0.expose_secret()
+        self.value.expose_secret()
     }
 }
 
@@ -65,7 +73,9 @@ impl Token {
     /// accepted" from any other without keeping the token as a key.
     pub fn digest(&self) -> [u8; 32] {
         use sha2::Digest;
-        sha2::Sha256::digest(self.expose().as_bytes()).into()
+        *self
+            .digest
+            .get_or_init(|| sha2::Sha256::digest(self.expose().as_bytes()).into())
     }
 }
 

@@ -192,6 +192,8 @@ pub struct Mounter {
     >,
     /// The last responses of classes with a `refreshInterval`.
     responses: refresh::Responses,
+    /// Requests parsed, for the republishes that repeat them.
+    requests: request::Memo,
 }
 
 /// Most plans kept (each for parameters of at most [`PLAN_CACHE_BYTES`]);
@@ -225,7 +227,13 @@ impl Mounter {
             max_response_bytes,
             plans: std::sync::Mutex::default(),
             responses: refresh::Responses::default(),
+            requests: request::Memo::default(),
         }
+    }
+
+    /// Parses a request, reusing the parse of an identical one ([`request::Memo`]).
+    pub fn parse(&self, req: &grpc::MountRequest) -> Result<request::MountRequest, request::Error> {
+        self.requests.parse(req)
     }
 
     /// The plan for these parameters, parsed once and then shared. A
@@ -277,10 +285,11 @@ impl Mounter {
     }
 
     /// Drops everything kept past its lifetime: the `refreshInterval`
-    /// responses and each backend's tokens, credentials and dynamic
+    /// responses, parsed requests and each backend's tokens, credentials and dynamic
     /// responses. Returns how many entries went.
     pub fn sweep(&self) -> usize {
         self.responses.sweep()
+            + self.requests.sweep()
             + self
                 .backends
                 .by_name

@@ -67,7 +67,7 @@ impl Provider {
         ),
         (status::Failure, Option<crate::request::MountRequest>),
     > {
-        let parsed = match crate::request::parse(req) {
+        let parsed = match self.mounter.parse(req) {
             Ok(p) => p,
             Err(e) => return Err((status::Failure::Mount(e.into()), None)),
         };
