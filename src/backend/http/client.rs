@@ -578,8 +578,8 @@ mod tests {
         assert!(err.is_timeout(), "{err:?}");
     }
 
-    #[tokio::test]
-    async fn http_goes_to_a_forwarding_proxy_with_the_absolute_url_and_its_credentials() {
+    /// A proxy that keeps the head of each request it gets and answers `reply`.
+    async fn recording_proxy(reply: &'static [u8]) -> (Uri, Arc<std::sync::Mutex<Vec<String>>>) {
         let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = heads.clone();
         let (proxy, _) = server(move |_, mut conn| {
@@ -588,12 +588,17 @@ mod tests {
                 if let Some(head) = read_head(&mut conn).await {
                     seen.lock().unwrap().push(head);
                 }
-                let _ = conn
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await;
+                let _ = conn.write_all(reply).await;
             }
         })
         .await;
+        (proxy, heads)
+    }
+
+    #[tokio::test]
+    async fn http_goes_to_a_forwarding_proxy_with_the_absolute_url_and_its_credentials() {
+        let (proxy, heads) =
+            recording_proxy(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
         let target: Uri = "http://vault.internal:8200".parse().unwrap();
         let read: Uri = "http://vault.internal:8200/v1/secret/data/app"
             .parse()
@@ -624,20 +629,8 @@ mod tests {
 
     #[tokio::test]
     async fn https_goes_through_a_connect_tunnel_and_a_refused_tunnel_is_a_connect_error() {
-        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = heads.clone();
-        let (proxy, _) = server(move |_, mut conn| {
-            let seen = seen.clone();
-            async move {
-                if let Some(head) = read_head(&mut conn).await {
-                    seen.lock().unwrap().push(head);
-                }
-                let _ = conn
-                    .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
-                    .await;
-            }
-        })
-        .await;
+        let (proxy, heads) =
+            recording_proxy(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
         let target: Uri = "https://vault.internal:8200".parse().unwrap();
         let read: Uri = "https://vault.internal:8200/v1/secret/data/app"
             .parse()
