@@ -699,3 +699,43 @@ fn refresh_interval_answers_republishes_without_asking_openbao() {
         &[DB_PASSWORD, "rotated-pw", &token[token.len() - 20..]],
     );
 }
+
+#[test]
+#[ignore = "needs OpenBao: run make test"]
+fn a_vault_address_with_a_path_mounts_through_a_path_routing_gateway() {
+    // Vault served under /vault by a gateway: the Go Vault client of the
+    // vault and openbao providers sends /vault/v1/..., and so must coffer.
+    let bao = bao();
+    let gateway = support::proxy::PathProxy::start(&bao.addr, "/vault");
+    let coffer = Coffer::start(&["coffer"], &[]);
+    let token = token();
+    let m = python_mount(
+        &coffer.socket("coffer"),
+        "localhost",
+        &request(&attributes(
+            &bao,
+            &token,
+            &[("vaultAddress", gateway.url.as_str())],
+        )),
+    );
+    assert_eq!(m["ok"], true, "{m}\n{}", coffer.log_text());
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{m}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f["path"] == "db-password" && f["size"] == DB_PASSWORD.len())
+    );
+    let paths = gateway.paths();
+    for expected in [
+        "/vault/v1/auth/jwt/login",
+        "/vault/v1/secret/data/shop/db",
+        "/vault/v1/secret/data/shop/api",
+    ] {
+        assert!(paths.iter().any(|p| p == expected), "{expected}: {paths:?}");
+    }
+    assert!(
+        paths.iter().all(|p| p.starts_with("/vault/v1/")),
+        "{paths:?}"
+    );
+}

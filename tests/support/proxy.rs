@@ -113,23 +113,10 @@ pub struct ForwardProxy {
 
 impl ForwardProxy {
     pub fn start() -> ForwardProxy {
-        use std::sync::atomic::Ordering;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let targets: Arc<Mutex<Vec<String>>> = Arc::default();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (seen, stopped) = (targets.clone(), stop.clone());
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                if stopped.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = conn else { continue };
-                let seen = seen.clone();
-                std::thread::spawn(move || {
-                    let _ = forward(client, &seen);
-                });
-            }
+        let seen = targets.clone();
+        let (addr, stop) = accept_threads(move |client| {
+            let _ = forward(client, &seen);
         });
         ForwardProxy {
             url: format!("http://{addr}"),
@@ -147,10 +134,134 @@ impl ForwardProxy {
 
 impl Drop for ForwardProxy {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Wake the accept loop so that it sees `stop`.
-        let _ = std::net::TcpStream::connect(self.addr);
+        stop_accepting(&self.stop, self.addr);
     }
+}
+
+/// Accepts on 127.0.0.1 and hands each connection to `handle` on its own
+/// thread, until the flag is set (see [`stop_accepting`]).
+fn accept_threads(
+    handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let handle = Arc::new(handle);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stopped.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(client) = conn else { continue };
+            let handle = handle.clone();
+            std::thread::spawn(move || handle(client));
+        }
+    });
+    (addr, stop)
+}
+
+fn stop_accepting(stop: &std::sync::atomic::AtomicBool, addr: std::net::SocketAddr) {
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Wake the accept loop so that it sees `stop`.
+    let _ = std::net::TcpStream::connect(addr);
+}
+
+/// A path-routing reverse proxy, as a gateway that serves Vault under a
+/// path (`http://gateway/vault/...` → `http://vault/...`): it strips
+/// `prefix` from each request's path and forwards it (one request per
+/// connection: it asks the backend to close after answering), records the
+/// paths it got, and answers 404 to any path without the prefix.
+pub struct PathProxy {
+    /// `http://127.0.0.1:PORT` + the prefix.
+    pub url: String,
+    paths: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
+}
+
+impl PathProxy {
+    pub fn start(backend: &str, prefix: &'static str) -> PathProxy {
+        let backend = backend.trim_start_matches("http://").to_owned();
+        let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = paths.clone();
+        let (addr, stop) = accept_threads(move |client| {
+            let _ = route(client, &backend, prefix, &seen);
+        });
+        PathProxy {
+            url: format!("http://{addr}{prefix}"),
+            paths,
+            stop,
+            addr,
+        }
+    }
+
+    /// The path (and query) of every request the proxy got.
+    pub fn paths(&self) -> Vec<String> {
+        self.paths.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PathProxy {
+    fn drop(&mut self) {
+        stop_accepting(&self.stop, self.addr);
+    }
+}
+
+fn route(
+    mut client: std::net::TcpStream,
+    backend: &str,
+    prefix: &str,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    client.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 || client.read(&mut byte)? == 0 {
+            return Ok(());
+        }
+        head.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.splitn(3, ' ');
+    let (method, path, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    seen.lock().unwrap().push(path.to_owned());
+    let Some(stripped) = path
+        .strip_prefix(prefix)
+        .filter(|rest| rest.starts_with('/'))
+    else {
+        client.write_all(
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )?;
+        return Ok(());
+    };
+    let mut forwarded = format!("{method} {stripped} {version}\r\n");
+    for line in lines.filter(|l| !l.is_empty()) {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            forwarded.push_str(line);
+            forwarded.push_str("\r\n");
+        }
+    }
+    forwarded.push_str("Connection: close\r\n\r\n");
+    let mut upstream = std::net::TcpStream::connect(backend)?;
+    upstream.write_all(forwarded.as_bytes())?;
+    let (mut c2, mut u2) = (client.try_clone()?, upstream.try_clone()?);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+    Ok(())
 }
 
 fn forward(mut client: std::net::TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {

@@ -86,6 +86,8 @@ pub struct VaultHttp {
     namespace: Option<String>,
     /// `X-Vault-Namespace`, built once.
     namespace_header: Option<http::HeaderValue>,
+    /// The address's own path ([`address_prefix`]), which goes before `/v1`.
+    prefix: String,
     client: policy::client::Client,
 }
 
@@ -108,6 +110,7 @@ impl VaultHttp {
             address: conn.address.clone(),
             namespace: conn.namespace.clone(),
             namespace_header,
+            prefix: address_prefix(&conn.address)?,
             client: policy::client::Client::new(http, config, &target)?,
         })
     }
@@ -179,18 +182,48 @@ impl rustify::client::Client for Call<'_> {
 }
 
 /// vaultrs' request decoration (API version prefix, `X-Vault-Request`,
-/// token, namespace), with the token header marked sensitive.
-struct Headers(EndpointMiddleware);
+/// token, namespace), with the token header marked sensitive and the API
+/// version moved after the address's own path.
+struct Headers {
+    vaultrs: EndpointMiddleware,
+    prefix: String,
+}
 
 impl Headers {
     fn new(client: &VaultHttp, token: Option<&Token>) -> Self {
-        Self(EndpointMiddleware {
-            token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
-            version: "v1".into(),
-            wrap: None,
-            namespace: client.namespace.clone(),
-        })
+        Self {
+            vaultrs: EndpointMiddleware {
+                token: token.map(|t| t.expose().to_owned()).unwrap_or_default(),
+                version: "v1".into(),
+                wrap: None,
+                namespace: client.namespace.clone(),
+            },
+            prefix: client.prefix.clone(),
+        }
     }
+}
+
+/// vaultrs puts `/v1` before the whole path, the address's own path
+/// included, and keeps the login path's leading slash as an empty segment
+/// there (`/v1/vault//auth/...`); the Go Vault client puts it after the
+/// address's path (`/vault/v1/auth/...`).
+fn version_after_prefix(uri: &http::Uri, prefix: &str) -> Option<http::Uri> {
+    if prefix.is_empty() {
+        return None;
+    }
+    let rest = uri
+        .path_and_query()?
+        .as_str()
+        .strip_prefix("/v1")?
+        .strip_prefix(prefix)
+        .filter(|rest| rest.is_empty() || rest.starts_with(['/', '?']))?;
+    let rest = match rest.trim_start_matches('/') {
+        trimmed if trimmed.len() < rest.len() => format!("/{trimmed}"),
+        _ => rest.to_owned(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(format!("{prefix}/v1{rest}").parse().ok()?);
+    http::Uri::from_parts(parts).ok()
 }
 
 impl MiddleWare for Headers {
@@ -199,9 +232,12 @@ impl MiddleWare for Headers {
         endpoint: &E,
         req: &mut http::Request<Vec<u8>>,
     ) -> Result<(), rustify::errors::ClientError> {
-        self.0.request(endpoint, req)?;
+        self.vaultrs.request(endpoint, req)?;
         if let Some(token) = req.headers_mut().get_mut("X-Vault-Token") {
             token.set_sensitive(true);
+        }
+        if let Some(uri) = version_after_prefix(req.uri(), &self.prefix) {
+            *req.uri_mut() = uri;
         }
         Ok(())
     }
@@ -211,7 +247,7 @@ impl MiddleWare for Headers {
         endpoint: &E,
         resp: &mut http::Response<Vec<u8>>,
     ) -> Result<(), rustify::errors::ClientError> {
-        self.0.response(endpoint, resp)
+        self.vaultrs.response(endpoint, resp)
     }
 }
 
@@ -352,16 +388,29 @@ impl Read {
     }
 }
 
-/// The URL of `request` on the Vault at `address`.
+/// The path of a Vault address (`https://gateway/vault` → `/vault`), or
+/// "" for none. The API version goes after it, as the Go Vault client of the
+/// vault and openbao providers puts it (`path.Join(address path, "/v1/...")`),
+/// so a Vault behind a path-routing proxy gets the same URLs from coffer.
+fn address_prefix(address: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(address).map_err(|e| format!("the address: {e}"))?;
+    Ok(url.path().trim_end_matches('/').to_owned())
+}
+
+/// The URL of `request` on the Vault at `address`: the address's own path,
+/// `/v1`, then the request's path segments (percent-encoded, `.` and `..`
+/// dropped, as vaultrs and rustify encode them) and query.
 fn url(address: &str, request: &Request) -> Result<reqwest::Url, String> {
     let mut url = reqwest::Url::parse(address).map_err(|e| format!("the address: {e}"))?;
+    let prefix = address_prefix(address)?;
+    url.set_path("");
     url.path_segments_mut()
         .map_err(|()| "the address cannot have a path".to_owned())?
         .extend(request.path.split('/'));
     if !request.query.is_empty() {
         url.set_query(Some(&query(&request.query)));
     }
-    let versioned = format!("v1{}", url.path());
+    let versioned = format!("{prefix}/v1{}", url.path());
     url.set_path(&versioned);
     http::Uri::try_from(url.as_str()).map_err(|e| format!("not a valid URI: {e}"))?;
     Ok(url)
@@ -505,12 +554,16 @@ mod tests {
     }
 
     #[test]
-    fn read_urls_are_the_ones_vaultrs_built() {
+    fn read_urls_are_the_ones_vaultrs_built_with_v1_after_the_address_path() {
+        // (address, its path): an address with a path gets what vaultrs
+        // builds for the address without it, with the path before /v1, as
+        // the Go Vault client does (path.Join(address path, "/v1/...")).
         let addresses = [
-            "http://127.0.0.1:8200",
-            "https://VAULT.corp:8200",
-            "https://vault.corp/prefix",
-            "http://[::1]:8200",
+            ("http://127.0.0.1:8200", ""),
+            ("https://VAULT.corp:8200", ""),
+            ("https://vault.corp/prefix", "/prefix"),
+            ("https://vault.corp/a%20b/c/", "/a%20b/c"),
+            ("http://[::1]:8200", ""),
         ];
         let paths = [
             "secret/data/app",
@@ -537,7 +590,7 @@ mod tests {
         ];
         let mut built = 0;
         let mut cases = 0;
-        for address in addresses {
+        for (address, prefix) in addresses {
             for path in paths {
                 for q in &queries {
                     let request = Request {
@@ -547,7 +600,13 @@ mod tests {
                         body: None,
                     };
                     let ours = url(address, &request).map(|u| u.to_string()).ok();
-                    let theirs = through_vaultrs(address, &request);
+                    let theirs = if prefix.is_empty() {
+                        through_vaultrs(address, &request)
+                    } else {
+                        let origin = "https://vault.corp";
+                        through_vaultrs(origin, &request)
+                            .map(|u| u.replacen(origin, &format!("{origin}{prefix}"), 1))
+                    };
                     assert_eq!(ours, theirs, "{address} {path:?} {q:?}");
                     built += usize::from(ours.is_some());
                     cases += 1;
@@ -556,6 +615,110 @@ mod tests {
         }
         // Every one of them is a URL both build (none is an error on either side).
         assert_eq!(built, cases);
+    }
+
+    /// A Vault that records each request line and refuses every request.
+    async fn refusing_vault() -> (String, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let seen = lines.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let mut head = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !head.ends_with(b"\r\n\r\n") {
+                            if conn.read(&mut byte).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            head.push(byte[0]);
+                        }
+                        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                        let length: usize = head
+                            .lines()
+                            .find_map(|l| l.strip_prefix("content-length:"))
+                            .and_then(|v| v.trim().parse().ok())
+                            .unwrap_or(0);
+                        let mut body = vec![0u8; length];
+                        if conn.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        seen.lock().unwrap().push(line);
+                        let answer = br#"{"errors":["permission denied"]}"#;
+                        let reply = format!(
+                            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                            answer.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).await.is_err()
+                            || conn.write_all(answer).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (format!("http://{addr}"), lines)
+    }
+
+    #[tokio::test]
+    async fn the_login_and_reads_put_v1_after_the_address_path_as_the_go_client_does() {
+        let (origin, lines) = refusing_vault().await;
+        for (address, prefix) in [
+            (format!("{origin}/vault"), "/vault"),
+            (format!("{origin}/vault/"), "/vault"),
+            (origin.clone(), ""),
+        ] {
+            lines.lock().unwrap().clear();
+            let conn = Connection {
+                address: address.clone(),
+                namespace: None,
+                auth_mount: "jwt".into(),
+                role: "web".into(),
+                audience: "vault".into(),
+                tls: tls::Tls::default(),
+            };
+            let http = VaultHttp::new(
+                &conn,
+                &policy::Policy::default(),
+                &tls::FilePolicy::default(),
+            )
+            .unwrap();
+            let refused = login(&http, "jwt", "web", &Token::new("a.b.c".into())).await;
+            assert!(
+                matches!(refused, Err(ClientError::APIError { code: 403, .. })),
+                "{refused:?}"
+            );
+            let read = Read::new(
+                &address,
+                Request {
+                    method: Method::Get,
+                    path: "secret/data/app".into(),
+                    query: vec![("version".into(), "2".into())],
+                    body: None,
+                },
+            )
+            .unwrap();
+            let token = VaultToken::new(&Token::new("hvs.x".into())).unwrap();
+            let refused = send(&http, &token, &read).await;
+            assert!(
+                matches!(refused, Err(ClientError::APIError { code: 403, .. })),
+                "{refused:?}"
+            );
+            assert_eq!(
+                *lines.lock().unwrap(),
+                vec![
+                    format!("post {prefix}/v1/auth/jwt/login http/1.1"),
+                    format!("get {prefix}/v1/secret/data/app?version=2 http/1.1"),
+                ],
+                "{address}"
+            );
+        }
     }
 
     #[test]
