@@ -106,66 +106,87 @@ impl Drop for Proxy {
 /// idle for 60 s are dropped, and dropping the proxy stops it.
 pub struct ForwardProxy {
     pub url: String,
-    targets: Arc<Mutex<Vec<String>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    addr: std::net::SocketAddr,
+    recorder: Recorder,
 }
 
 impl ForwardProxy {
     pub fn start() -> ForwardProxy {
-        let targets: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = targets.clone();
-        let (addr, stop) = accept_threads(move |client| {
-            let _ = forward(client, &seen);
-        });
+        let recorder = Recorder::start(forward);
         ForwardProxy {
-            url: format!("http://{addr}"),
-            targets,
-            stop,
-            addr,
+            url: format!("http://{}", recorder.addr),
+            recorder,
         }
     }
 
     /// `host:port` of every connection made through the proxy so far.
     pub fn targets(&self) -> Vec<String> {
-        self.targets.lock().unwrap().clone()
+        self.recorder.seen()
     }
 }
 
-impl Drop for ForwardProxy {
-    fn drop(&mut self) {
-        stop_accepting(&self.stop, self.addr);
-    }
+/// A proxy's accept loop on 127.0.0.1 (a thread per connection, handed to
+/// `handle` with the list it records into), stopped when dropped.
+struct Recorder {
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    addr: std::net::SocketAddr,
 }
 
-/// Accepts on 127.0.0.1 and hands each connection to `handle` on its own
-/// thread, until the flag is set (see [`stop_accepting`]).
-fn accept_threads(
-    handle: impl Fn(std::net::TcpStream) + Send + Sync + 'static,
-) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
-    use std::sync::atomic::Ordering;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped = stop.clone();
-    let handle = Arc::new(handle);
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if stopped.load(Ordering::SeqCst) {
-                break;
+impl Recorder {
+    fn start(
+        handle: impl Fn(std::net::TcpStream, &Mutex<Vec<String>>) -> std::io::Result<()>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Recorder {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (recorded, stopped) = (seen.clone(), stop.clone());
+        let handle = Arc::new(handle);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = conn else { continue };
+                let (handle, recorded) = (handle.clone(), recorded.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(client, &recorded);
+                });
             }
-            let Ok(client) = conn else { continue };
-            let handle = handle.clone();
-            std::thread::spawn(move || handle(client));
-        }
-    });
-    (addr, stop)
+        });
+        Recorder { seen, stop, addr }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
 }
 
-fn stop_accepting(stop: &std::sync::atomic::AtomicBool, addr: std::net::SocketAddr) {
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    // Wake the accept loop so that it sees `stop`.
-    let _ = std::net::TcpStream::connect(addr);
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so that it sees `stop`.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// A request head (up to the blank line, at most 64 KiB); None when the
+/// client closed or sent more.
+fn read_head(client: &mut std::net::TcpStream) -> std::io::Result<Option<String>> {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 || client.read(&mut byte)? == 0 {
+            return Ok(None);
+        }
+        head.push(byte[0]);
+    }
+    Ok(Some(String::from_utf8_lossy(&head).into_owned()))
 }
 
 /// A path-routing reverse proxy, as a gateway that serves Vault under a
@@ -176,36 +197,22 @@ fn stop_accepting(stop: &std::sync::atomic::AtomicBool, addr: std::net::SocketAd
 pub struct PathProxy {
     /// `http://127.0.0.1:PORT` + the prefix.
     pub url: String,
-    paths: Arc<Mutex<Vec<String>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    addr: std::net::SocketAddr,
+    recorder: Recorder,
 }
 
 impl PathProxy {
     pub fn start(backend: &str, prefix: &'static str) -> PathProxy {
         let backend = backend.trim_start_matches("http://").to_owned();
-        let paths: Arc<Mutex<Vec<String>>> = Arc::default();
-        let seen = paths.clone();
-        let (addr, stop) = accept_threads(move |client| {
-            let _ = route(client, &backend, prefix, &seen);
-        });
+        let recorder = Recorder::start(move |client, seen| route(client, &backend, prefix, seen));
         PathProxy {
-            url: format!("http://{addr}{prefix}"),
-            paths,
-            stop,
-            addr,
+            url: format!("http://{}{prefix}", recorder.addr),
+            recorder,
         }
     }
 
     /// The path (and query) of every request the proxy got.
     pub fn paths(&self) -> Vec<String> {
-        self.paths.lock().unwrap().clone()
-    }
-}
-
-impl Drop for PathProxy {
-    fn drop(&mut self) {
-        stop_accepting(&self.stop, self.addr);
+        self.recorder.seen()
     }
 }
 
@@ -215,17 +222,11 @@ fn route(
     prefix: &str,
     seen: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     client.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 64 * 1024 || client.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = read_head(&mut client)? else {
+        return Ok(());
+    };
     let mut lines = text.split("\r\n");
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.splitn(3, ' ');
@@ -265,19 +266,12 @@ fn route(
 }
 
 fn forward(mut client: std::net::TcpStream, seen: &Mutex<Vec<String>>) -> std::io::Result<()> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let idle = Some(Duration::from_secs(60));
     client.set_read_timeout(idle)?;
-    // The request head, at most 64 KiB.
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 64 * 1024 || client.read(&mut byte)? == 0 {
-            return Ok(());
-        }
-        head.push(byte[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = read_head(&mut client)? else {
+        return Ok(());
+    };
     let line = text.lines().next().unwrap_or_default().to_owned();
     let mut parts = line.split(' ');
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
