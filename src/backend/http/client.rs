@@ -8,7 +8,9 @@
 //!
 //! One client serves one server, so the route is decided once, when the
 //! client is built, and a request costs no proxy matching and no URL
-//! parsing: callers hand over a prepared [`http::Uri`].
+//! parsing: callers hand over a prepared [`http::Uri`]. The EKS Pod
+//! Identity agent gets a client of its own ([`Client::http_only`]): plain
+//! HTTP to a link-local address, never through a proxy.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -273,6 +275,20 @@ impl Client {
             auth: i.basic_auth().cloned(),
         });
         Self::with_proxy(policy, tls, target, proxy)
+    }
+
+    /// A client for plain `http://` servers that never goes through a
+    /// proxy (the EKS Pod Identity agent, link-local). It trusts no
+    /// certificate, so an `https://` server fails as untrusted.
+    pub fn http_only(policy: &Policy) -> Result<Self, String> {
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        Self::with_proxy(policy, tls, &Uri::from_static("http://localhost"), None)
     }
 
     fn with_proxy(

@@ -1,6 +1,6 @@
 //! TLS to Vault: CA file or directory, server name override, client
-//! certificate, skip-verify. The defaults (no setting) use the platform's
-//! trust store through reqwest; any setting builds a rustls configuration.
+//! certificate, skip-verify, as a rustls configuration. The defaults (no
+//! setting) trust the platform's store (rustls-platform-verifier).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,7 +24,7 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// True when reqwest's defaults (platform trust store) apply.
+    /// True when no setting is made (the platform's trust store applies).
     pub fn is_default(&self) -> bool {
         *self == Tls::default()
     }

@@ -69,7 +69,7 @@ pub struct Identity {
     credentials: Cache<CredentialKey, Credentials>,
     agent_timeout: Duration,
     /// Built on first use (`coffer check` builds backends and never calls out).
-    agent: std::sync::OnceLock<reqwest::Client>,
+    agent: std::sync::OnceLock<Result<crate::backend::http::client::Client, String>>,
 }
 
 impl Identity {

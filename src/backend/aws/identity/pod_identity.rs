@@ -22,45 +22,53 @@ const AGENT_MAX_BODY: usize = 64 * 1024;
 impl Identity {
     /// Credentials from the first agent address that answers.
     pub async fn pod_identity(&self, urls: &[String], token: &Token) -> Result<Credentials, Error> {
-        let agent = self.agent.get_or_init(|| {
-            let policy = crate::backend::http::Policy {
-                max_body: AGENT_MAX_BODY,
-                connect_timeout: self.agent_timeout.min(Duration::from_secs(5)),
-                request_timeout: self.agent_timeout,
-            };
-            // No redirects (the pod's token is in the request), capped answers.
-            crate::backend::http::builder(&policy, false)
-                // The agent is link-local (or a test's loopback): never through a proxy.
-                .no_proxy()
-                .build()
-                .unwrap_or_default()
-        });
+        let agent = self
+            .agent
+            .get_or_init(|| {
+                let policy = crate::backend::http::Policy {
+                    max_body: AGENT_MAX_BODY,
+                    connect_timeout: self.agent_timeout.min(Duration::from_secs(5)),
+                    request_timeout: self.agent_timeout,
+                };
+                // No redirects (the pod's token is in the request), capped
+                // answers; the agent is link-local (or a test's loopback):
+                // never through a proxy.
+                crate::backend::http::client::Client::http_only(&policy)
+            })
+            .as_ref()
+            .map_err(|reason| Error::Credentials {
+                how: HOW,
+                at: urls.first().cloned().unwrap_or_default(),
+                reason: reason.clone(),
+                kind: ErrorKind::Internal,
+            })?;
         let mut last = None;
         for url in urls {
-            let mut authorization = match reqwest::header::HeaderValue::from_str(token.expose()) {
-                Ok(v) => v,
-                Err(_) => {
-                    return Err(Error::Credentials {
-                        how: HOW,
-                        at: url.clone(),
-                        reason: "the pod's token cannot be sent as a header".into(),
-                        kind: ErrorKind::InvalidArgument,
-                    });
-                }
+            let invalid = |reason: &str| Error::Credentials {
+                how: HOW,
+                at: url.clone(),
+                reason: reason.to_owned(),
+                kind: ErrorKind::InvalidArgument,
             };
+            let mut authorization = http::HeaderValue::from_str(token.expose())
+                .map_err(|_| invalid("the pod's token cannot be sent as a header"))?;
             authorization.set_sensitive(true);
+            let uri = http::Uri::try_from(url.as_str())
+                .map_err(|_| invalid("the agent address is not a URL"))?;
+            let headers = [(http::header::AUTHORIZATION, &authorization)];
+            let request = crate::backend::http::client::Request {
+                method: &http::Method::GET,
+                uri: &uri,
+                headers: &headers,
+                body: None,
+            };
             let call = async {
-                let response = agent
-                    .get(url)
-                    .header(reqwest::header::AUTHORIZATION, authorization)
-                    .send()
-                    .await?;
-                let status = response.status().as_u16();
-                // An answer above the cap reads as empty: refused below as not credentials.
-                let body = crate::backend::http::read_capped(response, AGENT_MAX_BODY)
-                    .await
-                    .unwrap_or_default();
-                Ok::<_, reqwest::Error>((status, body))
+                match agent.send(&request, true).await {
+                    Ok((status, body)) => Ok((status.as_u16(), body)),
+                    // An answer above the cap reads as empty: refused below as not credentials.
+                    Err(crate::backend::http::client::Error::TooLarge(_)) => Ok((200, Vec::new())),
+                    Err(e) => Err(e),
+                }
             };
             let answer = timed(
                 &self.metrics,
