@@ -22,6 +22,7 @@ use crate::request::Parameters;
 
 /// Stand-in for the server's default Vault address while checking a class
 /// that has none of its own (never contacted: check makes no request).
+#[cfg(feature = "vault")]
 const PLACEHOLDER_VAULT_ADDR: &str = "https://vault.invalid:8200";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -30,6 +30,10 @@ pub enum Error {
 /// The backend flags, with defaults that follow other `serve` flags: the
 /// largest Vault answer read follows --max-response-bytes.
 fn with_response_limit(args: &ServeArgs) -> BackendArgs {
+    #[cfg_attr(
+        not(feature = "vault"),
+        expect(unused_mut, reason = "only the Vault flags follow it")
+    )]
     let mut backends = args.backends.clone();
     #[cfg(feature = "vault")]
     if backends.vault.backend_max_response_bytes.is_none() {
