@@ -229,14 +229,6 @@ const NEUTRAL_HEADER: &str = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9";
 /// here and jsonwebtoken decodes the claims under a neutral header.
 /// Reasons describe the structure, never the token.
 pub fn unverified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Result<T, String> {
-    // Most tokens name an algorithm jsonwebtoken knows (kube-apiserver
-    // signs with RS256): decoded as they are, in one pass. Anything it
-    // refuses goes the long way below, which also words the reason.
-    if token.bytes().filter(|&b| b == b'.').count() == 2
-        && let Ok(data) = jsonwebtoken::dangerous::insecure_decode::<T>(token)
-    {
-        return Ok(data.claims);
-    }
     use base64::Engine;
     let mut parts = token.split('.');
     let (Some(header), Some(payload), Some(signature), None) =
@@ -244,6 +236,12 @@ pub fn unverified_claims<T: serde::de::DeserializeOwned>(token: &str) -> Result<
     else {
         return Err("not three dot-separated parts".into());
     };
+    // Most tokens name an algorithm jsonwebtoken knows (kube-apiserver
+    // signs with RS256): decoded as they are, in one pass. Anything it
+    // refuses goes the long way below, which also words the reason.
+    if let Ok(data) = jsonwebtoken::dangerous::insecure_decode::<T>(token) {
+        return Ok(data.claims);
+    }
     let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header.trim_end_matches('='))
         .map_err(|_| "the header is not base64url".to_owned())?;
@@ -361,15 +359,25 @@ fn parse_shared(req: &grpc::MountRequest) -> Result<Parsed, Error> {
 ///
 /// What is kept holds the pods' tokens (as the login cache holds the
 /// Vault tokens they bought): at most [`MEMO_ENTRIES`] requests of at most
-/// [`MEMO_REQUEST_BYTES`] each, each for at most [`MEMO_TTL`] after it was
+/// [`MEMO_REQUEST_BYTES`] each and [`MEMO_BYTES`] in all, each for at most [`MEMO_TTL`] after it was
 /// parsed (the sweep drops it then), zeroed when dropped, never printed.
 #[derive(Default)]
 pub struct Memo {
-    entries: Mutex<HashMap<Kept, Entry>>,
+    state: Mutex<MemoState>,
+}
+
+#[derive(Default)]
+struct MemoState {
+    entries: HashMap<Kept, Entry>,
+    /// Attributes and secrets bytes of `entries`.
+    bytes: usize,
 }
 
 /// Most requests kept; when full, the memo starts again.
 pub const MEMO_ENTRIES: usize = 1024;
+/// Most bytes of requests kept (attributes and secrets; their parses hold
+/// about as much again); when full, the memo starts again.
+pub const MEMO_BYTES: usize = 4 * 1024 * 1024;
 /// Requests larger than this (attributes and secrets) are parsed each time.
 pub const MEMO_REQUEST_BYTES: usize = 16 * 1024;
 /// How long a parse is reused.
@@ -412,11 +420,13 @@ impl Memo {
         }
         let parsed = Arc::new(parse_shared(req)?);
         if kept {
-            let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-            if entries.len() >= MEMO_ENTRIES {
-                entries.clear();
+            let size = req.attributes.len() + req.secrets.len();
+            let mut state = self.lock();
+            if state.entries.len() >= MEMO_ENTRIES || state.bytes + size > MEMO_BYTES {
+                state.entries.clear();
+                state.bytes = 0;
             }
-            entries.insert(
+            let replaced = state.entries.insert(
                 Kept(zeroize::Zeroizing::new(req.attributes.clone())),
                 Entry {
                     secrets: zeroize::Zeroizing::new(req.secrets.clone()),
@@ -425,6 +435,11 @@ impl Memo {
                     until: Instant::now() + MEMO_TTL,
                 },
             );
+            state.bytes += size;
+            if let Some(old) = replaced {
+                // The same attributes, other secrets or permission.
+                state.bytes -= req.attributes.len() + old.secrets.len();
+            }
         }
         Ok(MountRequest {
             parsed,
@@ -432,9 +447,13 @@ impl Memo {
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemoState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn get(&self, req: &grpc::MountRequest) -> Option<Arc<Parsed>> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = entries.get(req.attributes.as_str())?;
+        let state = self.lock();
+        let entry = state.entries.get(req.attributes.as_str())?;
         (*entry.secrets == req.secrets
             && entry.permission == req.permission
             && entry.until > Instant::now())
@@ -447,17 +466,27 @@ impl Memo {
     }
 
     fn sweep_at(&self, now: Instant) -> usize {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let before = entries.len();
-        entries.retain(|_, e| e.until > now);
-        before - entries.len()
+        let mut state = self.lock();
+        let before = state.entries.len();
+        let mut freed = 0;
+        state.entries.retain(|kept, e| {
+            let keep = e.until > now;
+            if !keep {
+                freed += kept.0.len() + e.secrets.len();
+            }
+            keep
+        });
+        state.bytes -= freed;
+        before - state.entries.len()
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
@@ -699,6 +728,28 @@ mod tests {
         assert!(memo.len() <= MEMO_ENTRIES, "{}", memo.len());
         assert!(!memo.is_empty());
 
+        // At most MEMO_BYTES of requests, however few.
+        let memo_bytes = Memo::default();
+        let filler = "x".repeat(MEMO_REQUEST_BYTES - 1024);
+        for i in 0..2 * MEMO_BYTES / filler.len() {
+            let req = request(attributes(&[("n", &i.to_string()), ("objects", &filler)]));
+            memo_bytes.parse(&req).unwrap();
+            assert!(memo_bytes.lock().bytes <= MEMO_BYTES);
+            // A republish with other secrets replaces its entry's bytes.
+            let mut other = req.clone();
+            other.secrets = r#"{"k":"v"}"#.into();
+            memo_bytes.parse(&other).unwrap();
+        }
+        let state = memo_bytes.lock();
+        let counted: usize = state
+            .entries
+            .iter()
+            .map(|(k, e)| k.0.len() + e.secrets.len())
+            .sum();
+        assert_eq!(state.bytes, counted);
+        assert!(state.entries.len() < MEMO_BYTES / filler.len() + 1);
+        drop(state);
+
         assert_eq!(memo.sweep(), 0);
         let kept = memo.len();
         assert_eq!(
@@ -706,6 +757,7 @@ mod tests {
             kept
         );
         assert!(memo.is_empty());
+        assert_eq!(memo.lock().bytes, 0);
     }
 
     #[test]

@@ -208,24 +208,8 @@ impl tower::Service<Uri> for Connector {
 
     fn call(&mut self, dst: Uri) -> Connecting {
         let connecting: Connecting = match &self.route {
-            Route::Direct(https) => {
-                let connect = tower::Service::call(&mut https.clone(), dst);
-                Box::pin(async move {
-                    connect.await.map(|io| Conn {
-                        io,
-                        forwarded: false,
-                    })
-                })
-            }
-            Route::Tunnel(https) => {
-                let connect = tower::Service::call(&mut https.clone(), dst);
-                Box::pin(async move {
-                    connect.await.map(|io| Conn {
-                        io,
-                        forwarded: false,
-                    })
-                })
-            }
+            Route::Direct(https) => tls_or_plain(https, dst),
+            Route::Tunnel(https) => tls_or_plain(https, dst),
             Route::Forward(tcp, proxy) => {
                 let connect = tower::Service::call(&mut tcp.clone(), proxy.uri.clone());
                 Box::pin(async move {
@@ -244,6 +228,22 @@ impl tower::Service<Uri> for Connector {
                 .map_err(|_| BoxError::from(ConnectTimeout(limit)))?
         })
     }
+}
+
+/// A connection to `dst` through `https` (TLS for `https://`), directly
+/// or through a tunnel.
+fn tls_or_plain<C>(https: &HttpsConnector<C>, dst: Uri) -> Connecting
+where
+    HttpsConnector<C>: tower::Service<Uri, Response = Stream, Error = BoxError> + Clone,
+    <HttpsConnector<C> as tower::Service<Uri>>::Future: Send + 'static,
+{
+    let connect = tower::Service::call(&mut https.clone(), dst);
+    Box::pin(async move {
+        connect.await.map(|io| Conn {
+            io,
+            forwarded: false,
+        })
+    })
 }
 
 /// A request to send: everything but the body is shared with the caller's
@@ -412,7 +412,10 @@ async fn read_capped(mut body: hyper::body::Incoming, limit: usize) -> Result<Ve
     if body.size_hint().lower() > limit as u64 {
         return Err(BodyTooLarge { limit }.into());
     }
-    let mut out = Vec::with_capacity(usize::try_from(body.size_hint().lower()).unwrap_or(0));
+    // Room for what the server announced, up to 64 KiB: a larger answer
+    // grows as it arrives, so an announced length costs nothing until sent.
+    let announced = usize::try_from(body.size_hint().lower()).unwrap_or(0);
+    let mut out = Vec::with_capacity(announced.min(64 * 1024));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(Error::Read)?;
         if let Ok(chunk) = frame.into_data() {

@@ -368,8 +368,7 @@ pub struct Read {
 
 impl Read {
     pub fn new(address: &str, request: Request) -> Result<Self, String> {
-        let uri = http::Uri::try_from(url(address, &request)?.as_str())
-            .map_err(|e| format!("not a valid URI: {e}"))?;
+        let uri = url(address, &request)?;
         let method = match request.method {
             Method::Get => http::Method::GET,
             Method::Put => http::Method::PUT,
@@ -400,9 +399,9 @@ fn address_prefix(address: &str) -> Result<String, String> {
 /// The URL of `request` on the Vault at `address`: the address's own path,
 /// `/v1`, then the request's path segments (percent-encoded, `.` and `..`
 /// dropped, as vaultrs and rustify encode them) and query.
-fn url(address: &str, request: &Request) -> Result<reqwest::Url, String> {
+fn url(address: &str, request: &Request) -> Result<http::Uri, String> {
     let mut url = reqwest::Url::parse(address).map_err(|e| format!("the address: {e}"))?;
-    let prefix = address_prefix(address)?;
+    let prefix = url.path().trim_end_matches('/').to_owned();
     url.set_path("");
     url.path_segments_mut()
         .map_err(|()| "the address cannot have a path".to_owned())?
@@ -412,8 +411,7 @@ fn url(address: &str, request: &Request) -> Result<reqwest::Url, String> {
     }
     let versioned = format!("{prefix}/v1{}", url.path());
     url.set_path(&versioned);
-    http::Uri::try_from(url.as_str()).map_err(|e| format!("not a valid URI: {e}"))?;
-    Ok(url)
+    http::Uri::try_from(url.as_str()).map_err(|e| format!("not a valid URI: {e}"))
 }
 
 fn query(pairs: &[(String, String)]) -> String {
